@@ -1,0 +1,3 @@
+from actionrepro.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Load and validate params (params.yaml or a demo config): the one place config is read.
+
+Snakemake validates the same file against the same JSON schema (snakemake.utils.validate);
+the CLI validates here, fills the schema's documented defaults, and reports every problem with
+the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from actionrepro.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).with_name("schemas") / "params.schema.json"
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _key_path(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _describe(error, source: str) -> str:
+    """One readable line per schema violation: key, value, what is allowed."""
+    key = _key_path(error.absolute_path)
+    validator, expected = error.validator, error.validator_value
+    if validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        return f"{source}: unknown key(s) {', '.join(repr(k) for k in extra)} under '{key}'; allowed keys: {', '.join(allowed)}"
+    if validator == "enum":
+        return f"{source}: key '{key}' has value {error.instance!r}; allowed values: {', '.join(map(repr, expected))}"
+    if validator == "type":
+        return f"{source}: key '{key}' has value {error.instance!r} of type {type(error.instance).__name__}; expected {expected}"
+    if validator == "required":
+        return f"{source}: {error.message} under '{key}'"
+    return f"{source}: key '{key}' has value {error.instance!r}: {error.message}"
+
+
+def validate(params: dict, source: str = "params") -> dict:
+    """Raise ConfigError listing every violation; return params with defaults filled in."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e, source) for e in errors))
+    return fill_defaults(params, schema())
+
+
+def fill_defaults(params: dict, node: dict) -> dict:
+    """Copy of params with every schema 'default' applied where the key is absent."""
+    out = copy.deepcopy(params)
+    props = node.get("properties", {})
+    for key, sub in props.items():
+        if key not in out and "default" in sub:
+            out[key] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(key), dict) and sub.get("type") == "object":
+            out[key] = fill_defaults(out[key], sub)
+    return out
+
+
+def load(path: str | Path = "params.yaml") -> dict:
+    """Read a params file and validate it; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file {path} not found; run from the project root or pass --params FILE")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys (seed, datasets, ...), not {type(params).__name__}")
+    return validate(params, source=str(path))

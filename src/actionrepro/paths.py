@@ -1,0 +1,38 @@
+"""The output layout: the contract between steps (see DESIGN.md, "Outputs").
+
+All paths are relative to the project root (the working directory of every step), so that
+Snakemake, DVC and the CLI name the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DATA = Path("data")
+RUNS = Path("runs")
+REPORTS = Path("reports")
+LOGS = Path("logs")
+
+
+def raw_dir(dataset: str) -> Path:
+    return DATA / "raw" / dataset
+
+
+def videos_dir(dataset: str) -> Path:
+    return DATA / "videos" / dataset
+
+
+def manifests_dir(dataset: str) -> Path:
+    return DATA / "manifests" / dataset
+
+
+def frames_dir(dataset: str) -> Path:
+    return DATA / "frames" / dataset
+
+
+def flow_dir(dataset: str) -> Path:
+    return DATA / "flow" / dataset
+
+
+def run_dir(dataset: str, split: int, model: str, variant: str = "dense") -> Path:
+    return RUNS / dataset / f"split{split}" / model / variant
