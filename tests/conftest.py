@@ -1,0 +1,186 @@
+"""Shared fixtures: a local HTTP(S) server with switchable faults, for anything that downloads.
+
+    def test_x(http_server):
+        http_server.files["/a.zip"] = b"..."
+        url = http_server.url("/a.zip")
+        http_server.range_support = False   # answer 200 with the whole body, ignoring Range
+        http_server.drop_after["/a.zip"] = 100  # next GET of it: 100 body bytes, then cut (once)
+        http_server.status["/a.zip"] = 404  # answer this status for that path
+        http_server.count("/a.zip")         # requests seen for the path (http_server.requests: all)
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import re
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+@dataclass
+class LocalServer:
+    """State shared between a test and the server thread; tests flip the switches freely."""
+
+    base_url: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)
+    range_support: bool = True
+    drop_after: dict[str, int] = field(default_factory=dict)  # path -> cut its next body after N bytes, once
+    status: dict[str, int] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def count(self, path: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def take_drop(self, path: str) -> int | None:
+        with self.lock:
+            return self.drop_after.pop(path, None)
+
+
+def _handler(state: LocalServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_HEAD(self):
+            self._answer(body=False)
+
+        def do_GET(self):
+            self._answer(body=True)
+
+        def _answer(self, body: bool) -> None:
+            path = self.path.split("?", 1)[0]
+            with state.lock:
+                state.requests.append(Request(self.command, path, dict(self.headers.items())))
+            code = state.status.get(path)
+            if code is None and path not in state.files:
+                code = 404
+            if code is not None:
+                self._plain(code)
+                return
+            data = state.files[path]
+            start, end, code = 0, len(data) - 1, 200
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", "").strip())
+            if match and state.range_support:
+                start = int(match.group(1))
+                end = min(int(match.group(2)), end) if match.group(2) else end
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                code = 206
+            payload = data[start:end + 1]
+            self.send_response(code)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(payload)))
+            if state.range_support:
+                self.send_header("Accept-Ranges", "bytes")
+            if code == 206:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            if not body:
+                return
+            cut = state.take_drop(path)
+            if cut is None:
+                self.wfile.write(payload)
+                return
+            self.wfile.write(payload[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        def _plain(self, code: int) -> None:
+            text = f"{code} {HTTPStatus(code).phrase}\n".encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+    return Handler
+
+
+def _serve(state: LocalServer, context: ssl.SSLContext | None = None):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    server.daemon_threads = True
+    if context is not None:
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if context is not None else "http"
+    state.base_url = f"{scheme}://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.fixture
+def http_server():
+    """A threaded HTTP server on 127.0.0.1 (random port) serving `files`, with fault switches."""
+    state = LocalServer()
+    server, thread = _serve(state)
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+def _self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 that no client trusts: a real TLS verification failure."""
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+@pytest.fixture
+def https_server(tmp_path_factory):
+    """Like http_server, over TLS with a self-signed certificate (verification fails unless disabled)."""
+    cert_file, key_file = _self_signed_cert(tmp_path_factory.mktemp("tls"))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    state = LocalServer()
+    server, thread = _serve(state, context)
+    yield state
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
