@@ -1,0 +1,417 @@
+"""Parse the official UCF101/HMDB51 split files into manifests (one CSV per split).
+
+Why a step of its own: the split files are where datasets silently go wrong (CRLF endings, labels
+that only trainlists carry, the HandstandPushups/HandStand file-name quirk, HMDB51 names with `#`,
+`!`, `[`, `(`, `&`, `'` and spaces, a class index that must not come from a directory listing).
+So every video a list names must be found on disk, train and test must be disjoint, and the counts
+must be the official ones (or, for synthetic data, the ones its params imply); otherwise the step
+fails and says why. Nothing is dropped without being counted.
+
+Outputs (data/manifests/<ds>/, each written atomically; summary.json last):
+  classes.csv        label (0-based), class_name
+  split<k>.csv       video_id, path (relative to the extracted root), label, class_name, subset
+  reversal_pairs.csv synthetic datasets only: class_a, class_b, label_a, label_b
+  summary.json       per split train/test/unused counts and classes: the manifests' metadata
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from actionrepro import paths
+from actionrepro.errors import ConfigError, DataError
+from actionrepro.io import atomic_write_csv, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SPLITS = (1, 2, 3)
+UCF_FORMAT = ("ucf101", "synth_ucf101")
+HMDB_FORMAT = ("hmdb51", "synth_hmdb51")
+UCF_VIDEO_ROOT = "UCF-101"
+UCF_LIST_DIR = "ucfTrainTestlist"
+HMDB_SPLIT_DIR = "testTrainMulti_7030_splits"
+HMDB_IDS = {"1": "train", "2": "test", "0": "unused"}
+COLUMNS = ["video_id", "path", "label", "class_name", "subset"]
+
+# Official sizes of the published splits: (train, test) videos per split, and classes.
+OFFICIAL = {
+    "ucf101": {"classes": 101, "splits": {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}},
+    "hmdb51": {"classes": 51, "splits": {k: (3570, 1530) for k in SPLITS}},
+}
+
+_HMDB_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<k>\d+)\.txt$")
+_HMDB_LINE = re.compile(r"^(?P<name>.*?\S)\s+(?P<id>\S+)\s*$")
+_CLASSIND_LINE = re.compile(r"^\s*(?P<idx>\d+)\s+(?P<name>\S+)\s*$")
+_UCF_LINE = re.compile(r"^(?P<entry>\S+)(?:\s+(?P<label>\S+))?\s*$")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a split file, as listed (before the video is looked up on disk)."""
+
+    video_id: str      # list entry without .avi, e.g. HandstandPushups/v_HandStandPushups_g08_c01
+    listed: str        # relative to the videos folder, as the list spells it
+    class_name: str
+    subset: str        # train | test | unused
+    source: str        # "<split file>:<line>"
+
+
+def list_format(dataset: str) -> str:
+    """"ucf101" or "hmdb51": which official split format `dataset` uses."""
+    if dataset in UCF_FORMAT:
+        return "ucf101"
+    if dataset in HMDB_FORMAT:
+        return "hmdb51"
+    raise ConfigError(f"unknown dataset {dataset!r}; known: {', '.join(UCF_FORMAT + HMDB_FORMAT)}")
+
+
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, text) of the non-blank lines, whatever the line endings (CRLF, LF, CR)."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _strip_avi(name: str) -> str:
+    return name[:-4] if name.lower().endswith(".avi") else name
+
+
+def _require_dir(path: Path, dataset: str, what: str) -> None:
+    if not path.is_dir():
+        parent = path.parent
+        found = sorted(e.name for e in os.scandir(parent))[:10] if parent.is_dir() else []
+        hint = f" ({parent} holds: {', '.join(found)})" if found else ""
+        raise DataError(f"{what} {path} not found{hint}; run `actionrepro extract {dataset}` first "
+                        f"(or pass --source DIR pointing at the extracted dataset)")
+
+
+# ---------------------------------------------------------------------------------------------
+# UCF101: ucfTrainTestlist/classInd.txt, trainlist0k.txt (with labels), testlist0k.txt (without)
+
+
+def parse_ucf101(list_dir: Path) -> tuple[list[str], dict[int, list[Entry]]]:
+    """Classes (label order) and per-split entries from an ucfTrainTestlist folder."""
+    class_file = list_dir / "classInd.txt"
+    if not class_file.is_file():
+        raise DataError(f"{class_file} not found: the UCF101 split archive is not extracted there")
+    index: dict[int, str] = {}
+    for n, line in _read_lines(class_file):
+        m = _CLASSIND_LINE.match(line)
+        if not m:
+            raise DataError(f"{class_file}:{n}: expected '<index> <ClassName>', got {line!r}")
+        idx, name = int(m["idx"]), m["name"]
+        if idx in index or name in index.values():
+            raise DataError(f"{class_file}:{n}: index {idx} or class {name!r} appears twice")
+        index[idx] = name
+    if sorted(index) != list(range(1, len(index) + 1)):
+        raise DataError(f"{class_file}: class indices must be 1..{len(index)} without gaps, got {sorted(index)[:5]}...")
+    classes = [index[i] for i in range(1, len(index) + 1)]
+    label_of = {name: i for i, name in enumerate(classes)}
+
+    entries: dict[int, list[Entry]] = {}
+    for k in SPLITS:
+        rows: list[Entry] = []
+        for subset, fname in (("train", f"trainlist{k:02d}.txt"), ("test", f"testlist{k:02d}.txt")):
+            path = list_dir / fname
+            if not path.is_file():
+                raise DataError(f"{path} not found: the UCF101 split archive is incomplete; re-extract it")
+            for n, line in _read_lines(path):
+                m = _UCF_LINE.match(line.strip())
+                where = f"{fname}:{n}"
+                if not m or "/" not in m["entry"]:
+                    form = "Class/v_Class_gXX_cYY.avi" + (" <label>" if subset == "train" else "")
+                    raise DataError(f"{path}:{n}: expected '{form}', got {line!r}")
+                entry = m["entry"].replace("\\", "/")
+                cls = entry.split("/", 1)[0]
+                if cls not in label_of:
+                    raise DataError(f"{path}:{n}: class {cls!r} of {entry!r} is not in {class_file.name}")
+                if m["label"] is not None:
+                    if not m["label"].isdigit() or int(m["label"]) != label_of[cls] + 1:
+                        raise DataError(f"{path}:{n}: {entry!r} has label {m['label']} but {class_file.name} "
+                                        f"gives {cls} index {label_of[cls] + 1}; the lists do not belong together")
+                elif subset == "train":
+                    raise DataError(f"{path}:{n}: trainlist entry {entry!r} has no label")
+                rows.append(Entry(_strip_avi(entry), entry, cls, subset, where))
+        entries[k] = rows
+    return classes, entries
+
+
+# ---------------------------------------------------------------------------------------------
+# HMDB51: testTrainMulti_7030_splits/<class>_test_split<k>.txt, lines "<video>.avi <id> "
+
+
+def parse_hmdb51(split_dir: Path) -> tuple[list[str], dict[int, list[Entry]]]:
+    """Classes (alphabetical, from the split-file names) and per-split entries (unused included)."""
+    files: dict[str, dict[int, Path]] = {}
+    with os.scandir(split_dir) as it:
+        for e in it:
+            m = _HMDB_FILE.match(e.name)
+            if not m or not e.is_file():
+                log.debug("ignoring %s in %s", e.name, split_dir)
+                continue
+            k = int(m["k"])
+            if k not in SPLITS:
+                raise DataError(f"{split_dir / e.name}: unexpected split number {k}; HMDB51 has splits 1-3")
+            files.setdefault(m["cls"], {})[k] = Path(e.path)
+    if not files:
+        raise DataError(f"{split_dir} holds no <class>_test_split<k>.txt files; re-extract test_train_splits.rar")
+    incomplete = [f"{cls} (has {sorted(ks)})" for cls, ks in sorted(files.items()) if sorted(ks) != list(SPLITS)]
+    if incomplete:
+        raise DataError(f"{split_dir}: classes without all three split files: {', '.join(incomplete[:10])}")
+    classes = sorted(files)
+    entries: dict[int, list[Entry]] = {k: [] for k in SPLITS}
+    for cls in classes:
+        for k in SPLITS:
+            path = files[cls][k]
+            for n, line in _read_lines(path):
+                m = _HMDB_LINE.match(line)
+                if not m or m["id"] not in HMDB_IDS:
+                    raise DataError(f"{path}:{n}: expected '<video>.avi <0|1|2>', got {line!r}")
+                name = m["name"]
+                if "/" in name or "\\" in name:
+                    raise DataError(f"{path}:{n}: video name {name!r} must not contain a path separator")
+                entries[k].append(Entry(f"{cls}/{_strip_avi(name)}", f"{cls}/{name}", cls,
+                                        HMDB_IDS[m["id"]], f"{path.name}:{n}"))
+    return classes, entries
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the listed videos on disk
+
+
+def _listing(directory: Path, cache: dict) -> dict[str, bool] | None:
+    """{name: is_dir} of a directory (one os.scandir, cached); None if it does not exist."""
+    if directory not in cache:
+        try:
+            with os.scandir(directory) as it:
+                cache[directory] = {e.name: e.is_dir() for e in it}
+        except (FileNotFoundError, NotADirectoryError):
+            cache[directory] = None
+    return cache[directory]
+
+
+def resolve(root: Path, listed: str, cache: dict) -> str | None:
+    """Where `listed` ("Class/file.avi") really is under `root`, relative to it; None if absent.
+
+    Each component matches exactly or, failing that, case-insensitively (the THUMOS mirror renames
+    v_HandStandPushups_* to v_HandstandPushups_*; some copies rename the folder). Two
+    case-insensitive candidates and no exact one is an error: which video was meant is unknowable.
+    Only exact joins and directory listings: names are never shell strings or glob patterns.
+    """
+    parts = listed.split("/")
+    current, found = root, []
+    for depth, part in enumerate(parts):
+        names = _listing(current, cache)
+        if names is None:
+            return None
+        want_dir = depth < len(parts) - 1
+        if part in names and names[part] == want_dir:
+            match = part
+        else:
+            candidates = [n for n, is_dir in names.items() if n.lower() == part.lower() and is_dir == want_dir]
+            if not candidates:
+                return None
+            if len(candidates) > 1:
+                raise DataError(f"{listed!r} matches several {'folders' if want_dir else 'files'} in {current} "
+                                f"that differ only in case ({', '.join(sorted(candidates))}); keep one of them")
+            match = candidates[0]
+        found.append(match)
+        current = current / match
+    return "/".join(found)
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected counts
+
+
+def expected_counts(dataset: str, params: dict | None) -> dict:
+    """{"classes": N, "splits": {k: {"train": n, "test": n, "unused": n | None}}, "why": text}."""
+    fmt = list_format(dataset)
+    if not dataset.startswith("synth_"):
+        off = OFFICIAL[fmt]
+        return {"classes": off["classes"],
+                "splits": {k: {"train": tr, "test": te, "unused": 0 if fmt == "ucf101" else None}
+                           for k, (tr, te) in off["splits"].items()},
+                "why": f"the official {dataset} splits"}
+    if not params or "synth" not in params or fmt not in params["synth"]:
+        raise ConfigError(f"{dataset}: the expected counts come from params synth.{fmt}; pass the params")
+    s = params["synth"][fmt]
+    c = s["classes"]
+    if fmt == "ucf101":
+        splits = {k: {"train": c * (s["groups"] - 7) * s["clips_per_group"],
+                      "test": c * 7 * s["clips_per_group"], "unused": 0} for k in SPLITS}
+        why = (f"params synth.ucf101 (classes={c}, groups={s['groups']}, "
+               f"clips_per_group={s['clips_per_group']})")
+    else:
+        splits = {k: {"train": c * s["train_per_class"], "test": c * s["test_per_class"],
+                      "unused": c * s["unused_per_class"]} for k in SPLITS}
+        why = (f"params synth.hmdb51 (classes={c}, train/test/unused per class="
+               f"{s['train_per_class']}/{s['test_per_class']}/{s['unused_per_class']})")
+    return {"classes": c, "splits": splits, "why": why}
+
+
+def _counts(entries: list[Entry]) -> dict[str, int]:
+    out = {"train": 0, "test": 0, "unused": 0}
+    for e in entries:
+        out[e.subset] += 1
+    return out
+
+
+def _check_counts(dataset: str, where: Path, classes: list[str], entries: dict[int, list[Entry]],
+                  expected: dict) -> None:
+    problems = []
+    if len(classes) != expected["classes"]:
+        problems.append(f"{len(classes)} classes (expected {expected['classes']:,})")
+    for k in SPLITS:
+        got = _counts(entries[k])
+        for subset in ("train", "test", "unused"):
+            want = expected["splits"][k][subset]
+            if want is not None and got[subset] != want:
+                problems.append(f"split {k}: {got[subset]:,} {subset} videos (expected {want:,})")
+    if problems:
+        if dataset.startswith("synth_"):
+            fix = (f"the synthetic archives were generated with other params: regenerate them "
+                   f"(`actionrepro download {dataset} --params FILE`, then `actionrepro extract {dataset}`)")
+        else:
+            fix = ("the split files are incomplete or not the official ones: re-download and re-extract "
+                   f"them (`actionrepro download {dataset}`, `actionrepro extract {dataset}`)")
+        raise DataError(f"{dataset}: the split lists in {where} do not have the counts of {expected['why']}: "
+                        + "; ".join(problems) + f". Nothing is dropped silently; {fix}")
+
+
+def _check_disjoint(dataset: str, entries: dict[int, list[Entry]]) -> None:
+    for k, rows in entries.items():
+        seen: dict[str, Entry] = {}
+        for e in rows:
+            if e.video_id in seen:
+                first = seen[e.video_id]
+                what = "in both train and test" if first.subset != e.subset else "twice"
+                raise DataError(f"{dataset} split {k}: video {e.video_id!r} is listed {what} "
+                                f"({first.source} and {e.source}); the split files are corrupt")
+            seen[e.video_id] = e
+
+
+# ---------------------------------------------------------------------------------------------
+# The step
+
+
+def write_manifests(dataset: str, source: str | Path | None = None, out: str | Path | None = None,
+                    params: dict | None = None) -> Path:
+    """Parse `dataset`'s official split files under `source` into manifests in `out`; return `out`.
+
+    Defaults: source = data/videos/<dataset>, out = data/manifests/<dataset>.
+    """
+    fmt = list_format(dataset)
+    source = Path(source) if source is not None else paths.videos_dir(dataset)
+    out = Path(out) if out is not None else paths.manifests_dir(dataset)
+    _require_dir(source, dataset, "extracted dataset folder")
+    if fmt == "ucf101":
+        list_dir, video_root_rel = source / UCF_LIST_DIR, UCF_VIDEO_ROOT
+        _require_dir(list_dir, dataset, "UCF101 split folder")
+        _require_dir(source / UCF_VIDEO_ROOT, dataset, "UCF101 video folder")
+        classes, entries = parse_ucf101(list_dir)
+    else:
+        list_dir, video_root_rel = source / HMDB_SPLIT_DIR, ""
+        _require_dir(list_dir, dataset, "HMDB51 split folder")
+        classes, entries = parse_hmdb51(list_dir)
+    label_of = {name: i for i, name in enumerate(classes)}
+
+    _check_disjoint(dataset, entries)
+    expected = expected_counts(dataset, params)
+    _check_counts(dataset, list_dir, classes, entries, expected)
+    pairs = _synthetic_pairs(dataset, classes, params)
+
+    # Every listed video (train, test and unused) must exist; count and name the missing ones.
+    video_root = source / video_root_rel if video_root_rel else source
+    cache: dict = {}
+    found: dict[str, str] = {}
+    missing: dict[str, list[str]] = {}
+    for k in SPLITS:
+        for e in entries[k]:
+            if e.listed in found or e.listed in missing:
+                if e.listed in missing:
+                    missing[e.listed].append(e.source)
+                continue
+            rel = resolve(video_root, e.listed, cache)
+            if rel is None:
+                missing[e.listed] = [e.source]
+            else:
+                found[e.listed] = f"{video_root_rel}/{rel}" if video_root_rel else rel
+    if missing:
+        shown = "; ".join(f"{name} (named by {srcs[0]}{f' and {len(srcs) - 1} more' if len(srcs) > 1 else ''})"
+                          for name, srcs in list(missing.items())[:10])
+        raise DataError(f"{dataset}: {len(missing):,} of {len(found) + len(missing):,} videos named by the split "
+                        f"files are missing under {video_root}: {shown}{' ...' if len(missing) > 10 else ''}. "
+                        f"Re-extract the dataset (`actionrepro extract {dataset}`) or check --source")
+
+    classes_df = pd.DataFrame({"label": range(len(classes)), "class_name": classes})
+    atomic_write_csv(out / "classes.csv", classes_df)
+    summary_splits = {}
+    for k in SPLITS:
+        rows = [(e.video_id, found[e.listed], label_of[e.class_name], e.class_name, e.subset)
+                for e in entries[k] if e.subset != "unused"]
+        frame = pd.DataFrame(rows, columns=COLUMNS)
+        frame = frame.sort_values("subset", kind="stable", key=lambda s: s.map({"train": 0, "test": 1}))
+        atomic_write_csv(out / f"split{k}.csv", frame)
+        counts = _counts(entries[k])
+        summary_splits[str(k)] = {
+            **counts,
+            "classes": len(classes),
+            "train_classes": int(frame.loc[frame.subset == "train", "label"].nunique()),
+            "test_classes": int(frame.loc[frame.subset == "test", "label"].nunique()),
+        }
+    if pairs is not None:
+        atomic_write_csv(out / "reversal_pairs.csv", pd.DataFrame(
+            [(a, b, label_of[a], label_of[b]) for a, b in pairs],
+            columns=["class_a", "class_b", "label_a", "label_b"]))
+    summary = {
+        "dataset": dataset,
+        "format": fmt,
+        "source": str(source),
+        "split_files": str(list_dir),
+        "classes": len(classes),
+        "videos_listed": len(found),
+        "expected": {"why": expected["why"], "classes": expected["classes"],
+                     "splits": {str(k): v for k, v in expected["splits"].items()}},
+        "splits": summary_splits,
+        "reversal_pairs": len(pairs) if pairs is not None else None,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    log.info("%s: %d classes; %s -> %s", dataset, len(classes),
+             ", ".join(f"split{k} {v['train']}/{v['test']} train/test ({v['unused']} unused)"
+                       for k, v in summary_splits.items()), out)
+    return out
+
+
+def _synthetic_pairs(dataset: str, classes: list[str], params: dict | None) -> list[tuple[str, str]] | None:
+    """The reversal pairs of a synthetic dataset, after checking its classes are the generator's."""
+    if not dataset.startswith("synth_"):
+        return None
+    from actionrepro.data import synthetic
+
+    kind = list_format(dataset)
+    want = synthetic.class_names(kind, params["synth"][kind]["classes"])
+    if classes != want:
+        raise DataError(f"{dataset}: the split files name classes {classes[:6]}... but params synth.{kind} "
+                        f"generate {want[:6]}...; regenerate the dataset (`actionrepro download {dataset} "
+                        f"--params FILE`, then `actionrepro extract {dataset}`)")
+    return synthetic.reversal_pairs(kind, params["synth"][kind]["classes"])
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """A split or classes CSV back as written: names stay strings (`#`, 'NA', 'null' included)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    for col in ("label", "label_a", "label_b"):
+        if col in frame:
+            frame[col] = frame[col].astype("int64")
+    return frame
