@@ -1,0 +1,203 @@
+"""The model registry: one name per architecture, one builder per name, one contract for all.
+
+A builder is a function `builder(scale, num_classes, *, opt1=default1, ...) -> VideoModel`; its
+keyword-only parameters ARE the architecture's options (params["architectures"][name]), so the
+allowed keys, their defaults and the error for an unknown key come from one place.
+
+Every built model honours the contract the train/evaluate/prune engines rely on:
+  model.input_spec            InputSpec: what the dataset must feed (actionrepro.inputs)
+  model(rgb=..., flow=...)    logits (B, num_classes)
+  model.prune_ignored_layers() modules torch-pruning must never prune (classifier, input stems)
+  model.auxiliary_loss()      extra loss term of the last forward, or None
+  model.temporal              True if the output depends on frame order
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import nn
+
+from actionrepro.errors import ConfigError
+from actionrepro.inputs import InputSpec
+
+SCALES = ("paper", "tiny")
+TAGS = ("code", "abstract", "recon", "recalled")
+
+Builder = Callable[..., nn.Module]
+_BUILDERS: dict[str, Builder] = {}
+_INFO: dict[str, "ModelInfo"] = {}
+
+
+class VideoModel(nn.Module):
+    """Base of every registered model: defaults for the contract; subclasses set the rest."""
+
+    input_spec: InputSpec
+    temporal: bool = True
+
+    def prune_ignored_layers(self) -> list[nn.Module]:
+        raise NotImplementedError(f"{type(self).__name__} must list its classifier and input stems")
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Extra training loss computed during the last forward (S2TF-Net's mask terms); None here."""
+        return None
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published top-1 accuracy and where it comes from."""
+
+    dataset: str                      # ucf101 | hmdb51 | kinetics400 | ...
+    top1: float                       # percent
+    tag: Literal["code", "abstract", "recon", "recalled"]
+    protocol: str                     # pretraining, splits, views: what the number was measured under
+    source: str                       # paper / model zoo it comes from
+
+    def __post_init__(self):
+        if self.tag not in TAGS:
+            raise ValueError(f"provenance tag {self.tag!r} is not one of {TAGS}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the report says about an architecture: origin, input protocol, published numbers."""
+
+    name: str
+    title: str                        # human name, e.g. "TSN-R50"
+    reference: str                    # paper / code the architecture follows
+    tag: Literal["code", "abstract", "recon", "recalled"]  # how faithful our structure is
+    protocol: str                     # input protocol at paper scale
+    published: tuple[Published, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self):
+        if self.tag not in TAGS:
+            raise ValueError(f"provenance tag {self.tag!r} is not one of {TAGS}")
+
+
+def register(name: str, info: ModelInfo | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: make `builder` buildable as `name`; its keyword-only parameters are its options."""
+
+    def decorate(builder: Builder) -> Builder:
+        params = list(inspect.signature(builder).parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(positional) != 2 or any(p.kind is p.VAR_KEYWORD for p in params):
+            raise TypeError(f"builder for {name!r} must be f(scale, num_classes, *, option=default, ...)")
+        if any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params):
+            raise TypeError(f"every option of {name!r} needs a default")
+        old = _BUILDERS.get(name)
+        if old is not None and (old.__module__, old.__qualname__) != (builder.__module__, builder.__qualname__):
+            raise ValueError(f"model name {name!r} registered twice ({old.__module__} and {builder.__module__})")
+        _BUILDERS[name] = builder
+        if info is not None:
+            if info.name != name:
+                raise ValueError(f"ModelInfo for {name!r} is named {info.name!r}")
+            _INFO[name] = info
+        return builder
+
+    return decorate
+
+
+def _discover() -> None:
+    """Import every module of actionrepro.models so that their @register calls run."""
+    package = importlib.import_module("actionrepro.models")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"actionrepro.models.{module.name}")
+
+
+def model_names() -> list[str]:
+    _discover()
+    return sorted(_BUILDERS)
+
+
+def model_options(name: str) -> dict:
+    """The options `name` accepts, with their defaults (None = depends on the scale)."""
+    builder = _builder(name)
+    return {
+        p.name: p.default
+        for p in inspect.signature(builder).parameters.values()
+        if p.kind is p.KEYWORD_ONLY
+    }
+
+
+def model_info(name: str) -> ModelInfo:
+    _builder(name)
+    if name not in _INFO:
+        raise ConfigError(f"model {name!r} has no ModelInfo; pass info= to @register({name!r}) in its module")
+    return _INFO[name]
+
+
+def _builder(name: str) -> Builder:
+    _discover()
+    if name not in _BUILDERS:
+        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_BUILDERS)) or '(none)'}")
+    return _BUILDERS[name]
+
+
+def _check_option_types(name: str, options: dict, defaults: dict) -> None:
+    """Reject values whose type cannot be what the default's type says (None defaults: builder checks)."""
+    for key, value in options.items():
+        default = defaults[key]
+        if default is None or value is None:
+            continue
+        expected: tuple[type, ...] = (type(default),)
+        if isinstance(default, float):
+            expected = (int, float)
+        bad = not isinstance(value, expected) or (isinstance(value, bool) and not isinstance(default, bool))
+        if bad:
+            raise ConfigError(
+                f"architectures.{name}.{key} = {value!r} ({type(value).__name__}); "
+                f"expected {' or '.join(t.__name__ for t in expected)} like the default {default!r}"
+            )
+
+
+def build_model(
+    name: str,
+    scale: Literal["paper", "tiny"],
+    num_classes: int,
+    options: dict | None = None,
+) -> nn.Module:
+    """Build `name` at `scale` with a `num_classes` head; `options` = params["architectures"].get(name, {})."""
+    builder = _builder(name)
+    if scale not in SCALES:
+        raise ConfigError(f"scale {scale!r} is not one of {', '.join(SCALES)} (key 'scale' in the params file)")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ConfigError(f"model {name!r}: num_classes must be a positive integer, got {num_classes!r}")
+    options = dict(options or {})
+    defaults = model_options(name)
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(map(repr, unknown))} for model {name!r} "
+            f"(architectures.{name} in the params file); allowed keys: {', '.join(sorted(defaults)) or '(none)'}"
+        )
+    _check_option_types(name, options, defaults)
+    model = builder(scale, num_classes, **options)
+    _check_contract(name, model)
+    return model
+
+
+def _check_contract(name: str, model: nn.Module) -> None:
+    """Catch a builder that forgets part of the contract at build time, not mid-training."""
+    problems = []
+    if not isinstance(getattr(model, "input_spec", None), InputSpec):
+        problems.append("input_spec is not an InputSpec")
+    if not isinstance(getattr(model, "temporal", None), bool):
+        problems.append("temporal is not a bool")
+    if not callable(getattr(model, "auxiliary_loss", None)):
+        problems.append("auxiliary_loss() missing")
+    try:
+        ignored = model.prune_ignored_layers()
+    except (AttributeError, NotImplementedError) as err:
+        problems.append(f"prune_ignored_layers() failed: {err}")
+    else:
+        owned = {id(m) for m in model.modules()}
+        if not ignored or any(id(m) not in owned for m in ignored):
+            problems.append("prune_ignored_layers() must return a non-empty list of the model's own modules")
+    if problems:
+        raise TypeError(f"model {name!r} built by {type(model).__name__} breaks the registry contract: " + "; ".join(problems))

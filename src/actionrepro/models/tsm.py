@@ -1,0 +1,61 @@
+"""TSM: TSN plus a residual temporal shift before conv1 of every residual block.
+
+1/shift_div of the channels move one frame back in time, 1/shift_div one frame forward, on the
+residual branch only (the identity path is unshifted). The shift has no parameters, so TSM has
+exactly TSN's parameters; pretrained weights are loaded before the shifts are inserted.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from actionrepro.errors import ConfigError
+from actionrepro.models.layers import TemporalShift, check_rgb
+from actionrepro.models.registry import ModelInfo, Published, register
+from actionrepro.models.tsn import TSN, check_dropout, tsn_parts
+
+TSM_INFO = ModelInfo(
+    name="tsm",
+    title="TSM-R50",
+    reference="Lin et al., TSM: Temporal Shift Module, ICCV 2019; ResNet-50 recipe of the mmaction2 model zoo",
+    tag="code",
+    protocol="T=8 segments x 1 RGB frame, 224x224, residual shift of 1/8 channels each way in every block",
+    published=(
+        Published("ucf101", 94.50, "code", "Kinetics-400 init, split 1, 8 segments (tsm_k400_pretrained_r50_1x1x8_25e_ucf101_rgb)",
+                  "mmaction2 0.x model zoo, configs/recognition/tsm/README.md"),
+        Published("hmdb51", 72.68, "code", "Kinetics-400 init, split 1, 8 segments (tsm_k400_pretrained_r50_1x1x8_25e_hmdb51_rgb)",
+                  "mmaction2 0.x model zoo, configs/recognition/tsm/README.md"),
+    ),
+)
+
+
+def insert_shifts(backbone: nn.Module, segments: int, shift_div: int) -> list[TemporalShift]:
+    """Put a TemporalShift in front of conv1 of every block of layer1..layer4 (residual shift)."""
+    shifts = []
+    for stage in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
+        for block in stage:
+            shift = TemporalShift(segments, shift_div)
+            block.conv1 = nn.Sequential(shift, block.conv1)
+            shifts.append(shift)
+    return shifts
+
+
+class TSM(TSN):
+    """TSN whose backbone blocks shift channels in time; needs exactly the T it was built for."""
+
+    temporal = True
+
+    def forward(self, rgb=None, flow=None):
+        check_rgb(rgb, self.name, frames=self.input_spec.frames)
+        return super().forward(rgb, flow)
+
+
+@register("tsm", info=TSM_INFO)
+def build_tsm(scale: str, num_classes: int, *, pretrained: str = "none", backbone: str | None = None,
+              segments: int = 8, size: int | None = None, dropout: float = 0.5, shift_div: int = 8) -> TSM:
+    """TSM; same options as TSN plus shift_div (1/shift_div of the channels shift each way)."""
+    if isinstance(shift_div, bool) or shift_div < 2:
+        raise ConfigError(f"architectures.tsm.shift_div = {shift_div!r}; use an integer >= 2 (TSM uses 8)")
+    net, spec = tsn_parts("tsm", scale, pretrained, backbone, segments, size)
+    insert_shifts(net, spec.segments, shift_div)
+    return TSM(net, num_classes, spec, check_dropout("tsm", dropout), name="tsm")
