@@ -184,3 +184,12 @@ def test_every_registered_model_maps_its_declared_inputs_to_class_scores(name):
         getattr(m, "out_channels", None) == 5 for m in ignored), "the classifier must never be pruned"
     aux = model.auxiliary_loss()
     assert aux is None or (isinstance(aux, torch.Tensor) and aux.ndim == 0)
+
+
+def test_declared_modalities_match_what_each_built_model_consumes():
+    """The DAG schedules optical flow from ModelInfo.modalities; it must agree with the input spec."""
+    from actionrepro.models.registry import build_model, model_names, needs_flow
+
+    for name in model_names():
+        spec = build_model(name, "tiny", 4).input_spec
+        assert needs_flow(name) == spec.flow, name

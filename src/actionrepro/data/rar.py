@@ -95,19 +95,22 @@ def _file_header(arcname: str, size: int, crc: int, is_dir: bool) -> bytes:
     return _block(body + extra + name)
 
 
-def _entries(members: list[tuple[str, bytes]]) -> list[tuple[str, bytes | None]]:
+def _entries(members: list[tuple[str, bytes]]) -> list[tuple[str, memoryview | None]]:
     """Members in order, each preceded by directory entries for parents not yet seen.
 
     A name ending in "/" is an explicit (empty) directory; data None marks a directory.
     Parents are added only for ordinary path components, so a deliberately hostile name such as
     `../evil` (used to test extractors) is written as given without a `..` directory entry.
     """
-    out: list[tuple[str, bytes | None]] = []
-    seen: set[str] = set()
+    out: list[tuple[str, memoryview | None]] = []
+    dirs: set[str] = set()
+    files: set[str] = set()
 
     def add_dir(path: str) -> None:
-        if path not in seen:
-            seen.add(path)
+        if path in files:
+            raise ValueError(f"RAR member {path!r} is both a file and a folder")
+        if path not in dirs:
+            dirs.add(path)
             out.append((path, None))
 
     for arcname, data in members:
@@ -124,10 +127,10 @@ def _entries(members: list[tuple[str, bytes]]) -> list[tuple[str, bytes | None]]
                 raise ValueError(f"RAR directory member {arcname!r} cannot carry data")
             add_dir(name)
             continue
-        if name in seen:
+        if name in files or name in dirs:
             raise ValueError(f"duplicate RAR member {arcname!r}")
-        seen.add(name)
-        out.append((name, bytes(data)))
+        files.add(name)
+        out.append((name, memoryview(data).cast("B")))  # no copy of large members
     return out
 
 

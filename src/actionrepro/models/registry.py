@@ -74,6 +74,8 @@ class ModelInfo:
     protocol: str                     # input protocol at paper scale
     published: tuple[Published, ...] = ()
     notes: str = ""
+    modalities: tuple[str, ...] = ("rgb",)  # ("rgb", "flow") for two-stream models: the DAG schedules flow from this
+
 
     def __post_init__(self):
         if self.tag not in TAGS:
@@ -130,6 +132,11 @@ def model_info(name: str) -> ModelInfo:
     if name not in _INFO:
         raise ConfigError(f"model {name!r} has no ModelInfo; pass info= to @register({name!r}) in its module")
     return _INFO[name]
+
+
+def needs_flow(name: str) -> bool:
+    """Whether `name` consumes optical flow, known without building it (the DAG asks at parse time)."""
+    return "flow" in model_info(name).modalities
 
 
 def _builder(name: str) -> Builder:
