@@ -155,7 +155,7 @@ def run_step(args) -> None:
     elif step == "report":
         from actionrepro import report
 
-        report.build_report(params, out=args.out)
+        report.build_report(params, out=args.out, params_file=args.params)
     else:  # pragma: no cover - argparse restricts the choices
         raise ActionReproError(f"unknown step {step!r}")
 

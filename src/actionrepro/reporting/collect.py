@@ -1,0 +1,354 @@
+"""Read what the pipeline steps left on disk into tables: the report's only input.
+
+Nothing here computes a result. Accuracies, costs and timings are copied from the files the steps
+wrote (eval.json, metrics.json, model.json, history.csv of each run; summary.json and
+quarantine.csv of the frame and flow stores; Snakemake's benchmark files), and every run the
+params expect but the disk lacks is named with how far it got, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from actionrepro import paths
+
+log = logging.getLogger(__name__)
+
+FAST_VIEWS = "1x1"
+RESULT_COLUMNS = [
+    "dataset", "split", "model", "variant", "ratio", "views", "protocol",
+    "top1", "top5", "mean_class_acc", "reversed_pair_acc", "num_videos", "excluded",
+    "params", "gflops", "latency_ms", "latency_device", "latency_device_name",
+    "train_seconds", "epochs", "selected_epoch", "train_device", "pretrained", "seed",
+    "commit", "params_hash", "run_dir", "reproduce",
+]
+STATUS_COLUMNS = ["dataset", "split", "model", "variant", "state", "detail", "run_dir"]
+QUARANTINE_COLUMNS = ["dataset", "step", "video_id", "path", "reason", "detail"]
+EVALUATED = "evaluated"
+
+
+class Unreadable(Exception):
+    """A step's output exists but cannot be parsed; the report names it instead of stopping."""
+
+
+# ---------------------------------------------------------------- identity of this build
+def params_hash(params: dict) -> str:
+    """sha256 of the canonical JSON of the (validated) params: sorted keys, no whitespace."""
+    text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """`git rev-parse HEAD` of the checkout at `root`, or "unknown" (no git, not a repository)."""
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else "unknown"
+
+
+def git_dirty(root: str | Path = ".") -> bool | None:
+    """True if tracked files differ from HEAD (the numbers may not come from `commit` alone)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(done.stdout.strip()) if done.returncode == 0 else None
+
+
+def environment() -> dict:
+    """The machine building the report: CPU, cores, GPU, library versions."""
+    import torch
+
+    from actionrepro.profile import device_name
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "cpu": device_name("cpu"),
+        "cores": os.cpu_count() or 1,
+        "usable_cores": usable,
+        "gpus": gpus,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+# ---------------------------------------------------------------- what the params expect
+def variant_names(params: dict) -> list[str]:
+    """dense plus pruned-<ratio> with the ratio written as the workflow writes it ({:g})."""
+    return ["dense"] + [f"pruned-{r:g}" for r in params["prune"]["ratios"]]
+
+
+def variant_ratio(variant: str) -> float:
+    """0 for dense, r for pruned-r."""
+    if variant == "dense":
+        return 0.0
+    try:
+        return float(variant.removeprefix("pruned-"))
+    except ValueError:
+        return math.nan
+
+
+def expected_runs(params: dict) -> list[tuple[str, int, str, str]]:
+    """(dataset, split, model, variant) of every run the params ask for, in params order."""
+    return [(ds, int(k), m, v) for ds in params["datasets"] for k in params["splits"]
+            for m in params["models"] for v in variant_names(params)]
+
+
+def reproduce_command(dataset: str, split: int, model: str, variant: str, params_file: str) -> str:
+    """One command that (re)builds this run's eval.json and everything it depends on."""
+    config = "" if params_file == "params.yaml" else f" --configfile {params_file}"
+    return f"snakemake --cores all{config} {paths.run_dir(dataset, split, model, variant).as_posix()}/eval.json"
+
+
+def step_commands(dataset: str, split: int, model: str, variant: str, params_file: str) -> list[str]:
+    """The CLI steps that produce this run, once the data steps are done."""
+    opt = f" --params {params_file}"
+    cmds = [f"actionrepro train {dataset} {split} {model}{opt}"]
+    if variant != "dense":
+        cmds.append(f"actionrepro prune {dataset} {split} {model} {variant.removeprefix('pruned-')}{opt}")
+    cmds.append(f"actionrepro evaluate {dataset} {split} {model} --variant {variant}{opt}")
+    return cmds
+
+
+# ---------------------------------------------------------------- one run
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise Unreadable(f"{path} cannot be read ({type(err).__name__}: {err})") from err
+    if not isinstance(data, dict):
+        raise Unreadable(f"{path} holds a {type(data).__name__}, not a JSON object")
+    return data
+
+
+def _optional_json(path: Path) -> dict:
+    return read_json(path) if path.is_file() else {}
+
+
+def run_state(run: Path) -> tuple[str, str]:
+    """How far a run got, from the files present (without reading them)."""
+    if (run / "eval.json").is_file():
+        return EVALUATED, ""
+    if (run / "metrics.json").is_file():
+        return "trained, not evaluated", "metrics.json present, eval.json missing"
+    if (run / "checkpoint.pt").is_file() or (run / "history.csv").is_file():
+        return "training not finished", "checkpoint or history present, no metrics.json (re-run to resume)"
+    if run.is_dir():
+        return "not run", "directory exists but holds no step output"
+    return "not run", "no run directory"
+
+
+def _pct(value) -> float:
+    """Fraction -> percent, rounded so float noise (0.57 * 100) does not leak into the CSV."""
+    if value is None:
+        return math.nan
+    try:
+        return round(float(value) * 100.0, 6)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _number(value) -> float:
+    try:
+        return math.nan if value is None else float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _batch1_latency(costs: dict) -> float:
+    latency = costs.get("latency_ms") or {}
+    entry = latency.get("batch_1") or (next(iter(latency.values())) if latency else {})
+    return _number(entry.get("median_ms")) if isinstance(entry, dict) else math.nan
+
+
+def _pretrained(model_record: dict, model: str) -> str:
+    options = model_record.get("options") or {}
+    if "pretrained" in options:
+        return str(options["pretrained"])
+    try:
+        from actionrepro.models.registry import model_options
+
+        return str(model_options(model).get("pretrained", "none"))
+    except Exception:  # an architecture not registered yet: say so rather than guess
+        return "unknown"
+
+
+def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
+    """One row per view protocol of an evaluated run (accuracies in percent). Raises Unreadable."""
+    run = paths.run_dir(dataset, split, model, variant)
+    evaluation = read_json(run / "eval.json")
+    metrics = _optional_json(run / "metrics.json")
+    record = _optional_json(run / "model.json")
+    if "options" not in record and variant != "dense":  # a pruned model keeps its dense parent's init
+        record = _optional_json(paths.run_dir(dataset, split, model, "dense") / "model.json")
+    protocols = evaluation.get("protocols")
+    if not isinstance(protocols, dict) or not protocols:
+        raise Unreadable(f"{run / 'eval.json'} has no 'protocols'; re-run `actionrepro evaluate`")
+    costs = evaluation.get("costs") or {}
+    paper = evaluation.get("paper_protocol")
+    common = {
+        "dataset": dataset, "split": split, "model": model, "variant": variant, "ratio": variant_ratio(variant),
+        "params": _number(costs.get("params")), "gflops": _number(costs.get("gflops")),
+        "latency_ms": _batch1_latency(costs), "latency_device": str(costs.get("device", "")),
+        "latency_device_name": str(costs.get("device_name", "")),
+        "train_seconds": _number(metrics.get("wall_time_s")), "epochs": _number(metrics.get("epochs")),
+        "selected_epoch": _number(metrics.get("selected_epoch")), "train_device": str(metrics.get("device", "")),
+        "pretrained": _pretrained(record, model), "seed": _number(metrics.get("seed")),
+        "run_dir": run.as_posix(),
+    }
+    rows = []
+    for views, summary in protocols.items():
+        if not isinstance(summary, dict) or "top1" not in summary:
+            raise Unreadable(f"{run / 'eval.json'}: protocol {views!r} has no top1")
+        rows.append({**common, "views": str(views),
+                     "protocol": "fast" if views == FAST_VIEWS else ("paper" if views == paper else "other"),
+                     "top1": _pct(summary.get("top1")), "top5": _pct(summary.get("top5")),
+                     "mean_class_acc": _pct(summary.get("mean_class_acc")),
+                     "reversed_pair_acc": _pct(summary.get("reversed_pair_acc")),
+                     "num_videos": _number(summary.get("num_videos")), "excluded": _number(summary.get("excluded"))})
+    return rows
+
+
+def collect_results(params: dict, commit: str, phash: str, params_file: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, status): one results row per evaluated run x view protocol; one status row per
+    run the params expect, with its state (evaluated / trained, not evaluated / ... / unreadable)."""
+    rows, status = [], []
+    for ds, k, m, v in expected_runs(params):
+        run = paths.run_dir(ds, k, m, v)
+        state, detail = run_state(run)
+        if state == EVALUATED:
+            try:
+                found = read_run(ds, k, m, v)
+            except Unreadable as err:
+                state, detail, found = "unreadable", str(err), []
+                log.warning("report: %s", err)
+            for row in found:
+                row.update(seed=params["seed"] if math.isnan(row["seed"]) else int(row["seed"]),
+                           commit=commit, params_hash=phash,
+                           reproduce=reproduce_command(ds, k, m, v, params_file))
+            rows += found
+        status.append({"dataset": ds, "split": k, "model": m, "variant": v, "state": state, "detail": detail,
+                       "run_dir": run.as_posix()})
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return results, pd.DataFrame(status, columns=STATUS_COLUMNS)
+
+
+def stray_runs(params: dict) -> list[str]:
+    """Evaluated runs under runs/ that these params do not ask for (another config's leftovers)."""
+    wanted = {paths.run_dir(*key).as_posix() for key in expected_runs(params)}
+    if not paths.RUNS.is_dir():
+        return []
+    found = sorted(p.parent.as_posix() for p in paths.RUNS.glob("*/split*/*/*/eval.json"))
+    return [p for p in found if p not in wanted]
+
+
+def read_history(dataset: str, split: int, model: str, variant: str = "dense") -> pd.DataFrame | None:
+    """history.csv of a run (one row per epoch), or None if absent or unreadable."""
+    path = paths.run_dir(dataset, split, model, variant) / "history.csv"
+    if not path.is_file():
+        return None
+    try:
+        history = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        log.warning("report: %s cannot be read (%s); no training curve for it", path, err)
+        return None
+    return history if "epoch" in history.columns and len(history) else None
+
+
+def read_confusion(dataset: str, split: int, model: str, variant: str, views: str) -> tuple[list[str], list[list[int]]] | None:
+    """(class names, confusion matrix rows=true, cols=predicted) from eval_<views>.json, or None."""
+    path = paths.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except Unreadable as err:
+        log.warning("report: %s", err)
+        return None
+    matrix, classes = data.get("confusion_matrix"), data.get("classes")
+    if not matrix or not classes or len(matrix) != len(classes):
+        return None
+    return [str(c) for c in classes], matrix
+
+
+# ---------------------------------------------------------------- data steps
+def store_summaries(datasets: list[str]) -> pd.DataFrame:
+    """Per dataset and store (frames, flow): videos, stored, quarantined (total and per reason), seconds."""
+    rows = []
+    for ds in datasets:
+        for step, root in (("decode", paths.frames_dir(ds)), ("flow", paths.flow_dir(ds))):
+            summary_file = root / "summary.json"
+            if not summary_file.is_file():
+                if step == "decode":
+                    rows.append({"dataset": ds, "step": step, "state": "not finished (no summary.json)"})
+                continue
+            try:
+                summary = read_json(summary_file)
+            except Unreadable as err:
+                rows.append({"dataset": ds, "step": step, "state": f"unreadable: {err}"})
+                continue
+            reasons = summary.get("quarantined") or {}
+            this_run = summary.get("this_run") or {}
+            rows.append({
+                "dataset": ds, "step": step, "state": "done",
+                "videos": summary.get("videos"), "stored": summary.get("stored"),
+                "quarantined": int(summary.get("quarantined_total", sum(int(v) for v in reasons.values()))),
+                "reasons": ", ".join(f"{k} {v}" for k, v in reasons.items() if v) or "none",
+                "seconds": this_run.get("seconds", this_run.get("wall_s")),
+            })
+    return pd.DataFrame(rows, columns=["dataset", "step", "state", "videos", "stored", "quarantined", "reasons", "seconds"])
+
+
+def quarantined_videos(datasets: list[str]) -> pd.DataFrame:
+    """Every video a data step set aside: dataset, step, video_id, path, reason, detail."""
+    parts = []
+    for ds in datasets:
+        for step, root in (("decode", paths.frames_dir(ds)), ("flow", paths.flow_dir(ds))):
+            path = root / "quarantine.csv"
+            if not path.is_file():
+                continue
+            try:  # video names hold '#', '&', quotes: read verbatim, nothing is a comment or NA
+                table = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+            except (OSError, ValueError) as err:
+                log.warning("report: %s cannot be read (%s)", path, err)
+                continue
+            if len(table):
+                table = table.reindex(columns=["video_id", "path", "reason", "detail"], fill_value="")
+                table.insert(0, "step", step)
+                table.insert(0, "dataset", ds)
+                parts.append(table)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=QUARANTINE_COLUMNS)
+
+
+def benchmark_times(root: str | Path = "benchmarks") -> pd.DataFrame:
+    """Wall seconds per Snakemake job from its `benchmark:` file (column s), by rule."""
+    root = Path(root)
+    rows = []
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        try:
+            table = pd.read_csv(path, sep="\t")
+            seconds = float(table["s"].mean())
+        except (OSError, ValueError, KeyError) as err:
+            log.warning("report: benchmark file %s cannot be read (%s)", path, err)
+            continue
+        rule = path.parent.name if path.parent != root else path.stem
+        rows.append({"rule": rule, "job": path.stem, "seconds": seconds})
+    return pd.DataFrame(rows, columns=["rule", "job", "seconds"])
