@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        checkpoint="runs/{dataset}/split{split}/{model}/{variant}/checkpoint.pt",
+        metrics="runs/{dataset}/split{split}/{model}/{variant}/metrics.json",
         model="runs/{dataset}/split{split}/{model}/{variant}/model.json",
     output:
         "runs/{dataset}/split{split}/{model}/{variant}/eval.json",

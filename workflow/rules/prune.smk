@@ -1,12 +1,11 @@
-# prune + fine-tune, per dataset x split x model x ratio.
+# prune + fine-tune, per dataset x split x model x ratio (checkpoint.pt undeclared, as in train.smk).
 
 
 rule prune:
     input:
-        checkpoint="runs/{dataset}/split{split}/{model}/dense/checkpoint.pt",
+        metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
         model="runs/{dataset}/split{split}/{model}/dense/model.json",
     output:
-        checkpoint="runs/{dataset}/split{split}/{model}/pruned-{ratio}/checkpoint.pt",
         model="runs/{dataset}/split{split}/{model}/pruned-{ratio}/model.json",
         history="runs/{dataset}/split{split}/{model}/pruned-{ratio}/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/pruned-{ratio}/metrics.json",

@@ -1,5 +1,7 @@
-# train, per dataset x split x model. checkpoint.pt is written once training ends; the per-epoch
-# resume state (resume.pt) is not a declared output, so Snakemake keeps it across a killed job.
+# train, per dataset x split x model. checkpoint.pt (the per-epoch resume state, then the final
+# weights) is deliberately not a declared output: Snakemake deletes declared outputs before a job
+# runs and after it fails, which would make a killed training start over. metrics.json is written
+# last (with checkpoint "complete") and is what downstream rules depend on.
 
 
 def train_inputs(w):
@@ -13,7 +15,6 @@ rule train:
     input:
         train_inputs,
     output:
-        checkpoint="runs/{dataset}/split{split}/{model}/dense/checkpoint.pt",
         model="runs/{dataset}/split{split}/{model}/dense/model.json",
         history="runs/{dataset}/split{split}/{model}/dense/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
