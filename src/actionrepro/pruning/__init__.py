@@ -1,0 +1,6 @@
+"""Structural pruning with torch-pruning, in small pieces used by actionrepro.prune:
+
+  shift.py       TSM's temporal shift made prunable (per-channel directions that follow pruning)
+  importance.py  the importance criteria of params["prune"]["importance"] and Taylor's gradients
+  structure.py   pruning a model, recording what was removed, and replaying it on a fresh model
+"""
