@@ -32,4 +32,4 @@ bench: $(STAMP)
 	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done
 
 clean-demo:
-	rm -rf data/synth_ucf101 data/synth_hmdb51 runs/synth_* reports/* logs .snakemake
+	rm -rf data/*/synth_ucf101 data/*/synth_hmdb51 runs/synth_* reports/* logs benchmarks .snakemake
