@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from actionrepro import paths
-from actionrepro.data import store
+from actionrepro.data import journal, store
 from actionrepro.errors import ActionReproError, DataError
 from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -61,7 +61,7 @@ REASONS = ("open_failed", "decode_error", "truncated", "timeout", "no_frames")
 INDEX_COLUMNS = ["video_id", "path", "store_path", "num_frames", "header_frames", "height", "width", "fps"]
 QUARANTINE_COLUMNS = ["video_id", "path", "reason", "detail"]
 MANIFEST_COLUMNS = ["video_id", "path", "label", "class_name", "subset"]
-JOURNAL = "progress.jsonl"
+JOURNAL = journal.FILE_NAME
 _SPLIT_FILE = re.compile(r"split(\d+)\.csv")
 
 
@@ -359,50 +359,6 @@ def load_manifests(dataset: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _read_journal(file: Path, settings: dict) -> dict[str, dict]:
-    """Stored-video records from earlier runs with the same settings (a torn last line is ignored)."""
-    out: dict[str, dict] = {}
-    if not file.is_file():
-        return out
-    for line in file.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("settings") == settings and "path" in rec:
-            out[rec["path"]] = rec
-    return out
-
-
-def _reusable(rec: dict | None, store_file: Path, source: Path) -> bool:
-    """An earlier run's store is kept if it is whole, unchanged since, and its source has the same size."""
-    if rec is None:
-        return False
-    try:
-        if store_file.stat().st_size != rec["store_size"] or source.stat().st_size != rec["source_size"]:
-            return False
-    except OSError:
-        return False
-    return store.is_complete(store_file)
-
-
-def _ends_mid_line(file: Path) -> bool:
-    try:
-        with open(file, "rb") as fh:
-            fh.seek(-1, os.SEEK_END)
-            return fh.read(1) != b"\n"
-    except OSError:  # missing or empty
-        return False
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Delete temporary store files a killed run left behind (atomic_path's `.<name>.<rand>.tmp`)."""
-    for folder, _, names in os.walk(root):
-        for name in names:
-            if name.startswith(".") and name.endswith(".tmp") and store.SUFFIX + "." in name:
-                os.unlink(os.path.join(folder, name))
-
-
 def decode_dataset(dataset: str, params: dict, workers: int) -> None:
     """Decode the union of the videos named by data/manifests/<ds>/split*.csv into data/frames/<ds>."""
     import pandas as pd  # here, not at the top: workers import this module and need only cv2 + decord
@@ -425,17 +381,17 @@ def decode_dataset(dataset: str, params: dict, workers: int) -> None:
     src_root, out_root = paths.videos_dir(dataset), paths.frames_dir(dataset)
     out_root.mkdir(parents=True, exist_ok=True)
     (out_root / "summary.json").unlink(missing_ok=True)  # not complete until this run says so
-    _remove_stale_temps(out_root)
+    journal.remove_stale_temps(out_root)
     journal_file = out_root / JOURNAL
-    journal = _read_journal(journal_file, settings)
+    finished = journal.read(journal_file, settings, "path")
     t0 = time.perf_counter()
 
     stored: dict[str, dict] = {}
     quarantined: dict[str, dict] = {}
     todo: list[tuple[str, str]] = []
     for video_id, path in videos:
-        rec = journal.get(path)
-        if _reusable(rec, out_root / store_relpath(path), src_root / path):
+        rec = finished.get(path)
+        if journal.reusable(rec, out_root / store_relpath(path), src_root / path, "store_size", "source_size"):
             stored[path] = rec
         else:
             todo.append((video_id, path))
@@ -446,11 +402,8 @@ def decode_dataset(dataset: str, params: dict, workers: int) -> None:
     log.info("decode %s: %d videos in the splits, %d already stored, %d to decode with %d worker(s)",
              dataset, len(videos), reused, len(todo), workers)
 
-    torn = _ends_mid_line(journal_file)
-    with open(journal_file, "a", encoding="utf-8") as jf, \
+    with journal.open_for_append(journal_file) as jf, \
             tqdm(total=len(todo), desc=f"decode {dataset}", unit="video", mininterval=1.0) as bar:
-        if torn:
-            jf.write("\n")  # a killed run's torn last line stays a line of its own
         def on_result(t: int, record: dict) -> None:
             video_id, path = todo[t]
             if record["status"] == "stored":

@@ -23,13 +23,12 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from actionrepro import paths
-from actionrepro.data import store
+from actionrepro.data import journal, store
 from actionrepro.errors import ActionReproError, DataError
 from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -38,7 +37,7 @@ log = logging.getLogger(__name__)
 ALGORITHMS = ("tvl1", "farneback")
 INDEX_COLUMNS = ["video_id", "path", "store_path", "num_frames", "height", "width"]
 QUARANTINE_COLUMNS = ["video_id", "path", "reason", "detail"]
-JOURNAL = "progress.jsonl"
+JOURNAL = journal.FILE_NAME
 CHUNK = 32  # frames decoded at a time: memory stays flat on long videos
 
 # Farneback as in OpenCV's dense-flow sample: 3-level pyramid (halving), 15 px window.
@@ -132,41 +131,6 @@ def read_frames_index(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return index, quarantine
 
 
-def _read_journal(file: Path, settings: dict) -> dict[str, dict]:
-    """Finished-video records of earlier runs with the same settings (a torn last line is ignored)."""
-    out: dict[str, dict] = {}
-    if not file.is_file():
-        return out
-    for line in file.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("settings") == settings and "store_path" in rec:
-            out[rec["store_path"]] = rec
-    return out
-
-
-def _reusable(rec: dict | None, src: Path, dst: Path) -> bool:
-    """An earlier flow store is kept if it is whole and unchanged, and its frame store is the same size."""
-    if rec is None:
-        return False
-    try:
-        if dst.stat().st_size != rec["flow_size"] or src.stat().st_size != rec["frames_size"]:
-            return False
-    except OSError:
-        return False
-    return store.is_complete(dst)
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Delete the temporary stores a killed run left behind (atomic_path's `.<name>.<random>.tmp`)."""
-    for folder, _, names in os.walk(root):
-        for name in names:
-            if name.startswith(".") and name.endswith(".tmp") and store.SUFFIX + "." in name:
-                os.unlink(os.path.join(folder, name))
-
-
 def _context():
     """forkserver (a clean parent, no torch/OpenMP state inherited) where available, else spawn."""
     if "forkserver" in mp.get_all_start_methods():
@@ -214,16 +178,17 @@ def compute_flow(dataset: str, params: dict, workers: int) -> None:
     index, decode_quarantine = read_frames_index(dataset)
     out_root.mkdir(parents=True, exist_ok=True)
     (out_root / "summary.json").unlink(missing_ok=True)  # present only once this run has finished
-    _remove_stale_temps(out_root)
+    journal.remove_stale_temps(out_root)
     journal_file = out_root / JOURNAL
-    journal = _read_journal(journal_file, settings)
+    finished = journal.read(journal_file, settings, "store_path")
     t0 = time.perf_counter()
 
     done: dict[str, dict] = {}
     todo: list[int] = []
     for i, row in index.iterrows():
-        if _reusable(journal.get(row.store_path), frames_root / row.store_path, out_root / row.store_path):
-            done[row.store_path] = journal[row.store_path]
+        if journal.reusable(finished.get(row.store_path), out_root / row.store_path, frames_root / row.store_path,
+                            "flow_size", "frames_size"):
+            done[row.store_path] = finished[row.store_path]
         else:
             todo.append(i)
     reused = len(done)
@@ -238,7 +203,7 @@ def compute_flow(dataset: str, params: dict, workers: int) -> None:
     quarantined: dict[str, dict] = {}
     failed: dict[str, dict] = {}
     compute_s = 0.0
-    with open(journal_file, "a", encoding="utf-8") as jf, \
+    with journal.open_for_append(journal_file) as jf, \
             tqdm(total=len(todo), desc=f"flow {dataset}", unit="video", mininterval=1.0) as bar:
         for t, record in _results(tasks, workers):
             row = index.loc[todo[t]]
