@@ -8,6 +8,7 @@ Classifier weights ("fc.*") are never loaded: every model puts its own num_class
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models.video import resnet as tv_video
 
 from actionrepro.errors import ActionReproError, ConfigError
+from actionrepro.models.layers import adapt_stem
 
 RESNETS_2D: dict[str, tuple[Callable[..., tv_resnet.ResNet], type]] = {
     "resnet18": (tv_resnet.resnet18, tv_resnet.ResNet18_Weights),
@@ -269,3 +271,23 @@ def strip_classifier(net: nn.Module) -> int:
     width = net.fc.in_features
     net.fc = nn.Identity()
     return width
+
+
+def rgb_and_flow_backbones(build: Callable[[object], nn.Module], pretrained,
+                           flow_channels: int) -> tuple[nn.Module, nn.Module]:
+    """An RGB backbone and a flow backbone whose stem takes `flow_channels` (two-stream models).
+
+    With weights, the flow network is a copy of the RGB one with the stem averaged over its input
+    channels (cross-modality init). From scratch it gets its own Kaiming-initialised stem: averaging a
+    random kernel would give every flow channel the same weights, blind to frame order and to x vs y.
+    `build(pretrained)` makes one backbone; `pretrained` is already resolved ("none", a name or a path).
+    """
+    rgb = build(pretrained)
+    if pretrained == "none":
+        flow = build("none")
+        flow.conv1 = adapt_stem(flow.conv1, flow_channels)
+        init_like_torchvision(flow.conv1)
+    else:
+        flow = copy.deepcopy(rgb)
+        flow.conv1 = adapt_stem(rgb.conv1, flow_channels)
+    return rgb, flow

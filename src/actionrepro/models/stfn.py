@@ -58,7 +58,6 @@ cost ~0.095 GFLOP per clip at 32x32, within the tiny budget; L=10 would cost ~0.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
@@ -67,9 +66,9 @@ from torchvision.models import resnet as tv_resnet
 
 from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
-from actionrepro.models.backbones import (init_like_torchvision, load_pretrained, resnet2d, resolve_pretrained,
+from actionrepro.models.backbones import (load_pretrained, resnet2d, resolve_pretrained, rgb_and_flow_backbones,
                                           strip_classifier, tiny_resnet)
-from actionrepro.models.layers import adapt_stem, classifier
+from actionrepro.models.layers import classifier
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
 from actionrepro.models.tsn import check_dropout, check_posint
 
@@ -278,18 +277,9 @@ def stfn_backbone(arch: str, pretrained: str | Path) -> tv_resnet.ResNet:
 
 
 def stfn_backbones(arch: str, pretrained: str, flow_channels: int) -> tuple[nn.Module, nn.Module]:
-    """RGB backbone and flow backbone with a `flow_channels` stem: cross-modality init (copy of the
-    pretrained RGB network, stem averaged over channels) from weights, independent Kaiming init from scratch."""
+    """RGB backbone and flow backbone with a `flow_channels` stem (see rgb_and_flow_backbones)."""
     resolved = resolve_pretrained("stfn", pretrained, ("imagenet",))
-    rgb = stfn_backbone(arch, resolved)
-    if resolved == "none":
-        flow = stfn_backbone(arch, "none")
-        flow.conv1 = adapt_stem(flow.conv1, flow_channels)
-        init_like_torchvision(flow.conv1)
-    else:
-        flow = copy.deepcopy(rgb)
-        flow.conv1 = adapt_stem(rgb.conv1, flow_channels)
-    return rgb, flow
+    return rgb_and_flow_backbones(lambda weights: stfn_backbone(arch, weights), resolved, flow_channels)
 
 
 @register("stfn", info=STFN_INFO)

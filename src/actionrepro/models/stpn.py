@@ -44,17 +44,16 @@ shrink S's channels (see STPN.__init__).
 
 from __future__ import annotations
 
-import copy
 
 import torch
 from torch import nn
 
 from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
-from actionrepro.models.backbones import init_like_torchvision, resnet2d, resolve_pretrained, strip_classifier
+from actionrepro.models.backbones import resnet2d, resolve_pretrained, rgb_and_flow_backbones, strip_classifier
 from actionrepro.models.bilinear import CompactBilinear, CountSketch, FixedConv1x1
 from actionrepro.models.i3d import resnet_features
-from actionrepro.models.layers import adapt_stem, classifier
+from actionrepro.models.layers import classifier
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
 from actionrepro.models.tsn import check_dropout, check_posint
 
@@ -196,18 +195,9 @@ def _check_sketch_dim(key: str, value) -> int:
 
 
 def stpn_backbones(arch: str, pretrained: str, flow_channels: int) -> tuple[nn.Module, nn.Module]:
-    """The RGB backbone and the flow backbone with a `flow_channels` stem (cross-modality init from
-    pretrained weights; its own Kaiming init from scratch)."""
+    """RGB backbone and flow backbone with a `flow_channels` stem (see rgb_and_flow_backbones)."""
     resolved = resolve_pretrained("stpn", pretrained, ("imagenet",))
-    rgb = resnet2d(arch, resolved, "stpn")
-    if resolved == "none":
-        flow = resnet2d(arch, "none", "stpn")
-        flow.conv1 = adapt_stem(flow.conv1, flow_channels)
-        init_like_torchvision(flow.conv1)
-    else:
-        flow = copy.deepcopy(rgb)
-        flow.conv1 = adapt_stem(rgb.conv1, flow_channels)
-    return rgb, flow
+    return rgb_and_flow_backbones(lambda weights: resnet2d(arch, weights, "stpn"), resolved, flow_channels)
 
 
 @register("stpn", info=STPN_INFO)
