@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
+from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -196,6 +197,19 @@ def hand_scores():
     for row, order in enumerate(orders):
         scores[row, order] = np.linspace(0.5, 0.0, 6)
     return labels, scores
+
+
+def test_confusion_matrix_equals_sklearns_including_absent_classes():
+    rng = np.random.default_rng(0)
+    labels, pred = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
+    labels[labels == 3] = 4  # a class without test videos keeps its (zero) row
+    ours = ev.confusion_matrix(labels, pred, 9)
+    assert ours.tolist() == sklearn_confusion_matrix(labels, pred, labels=np.arange(9)).tolist()
+
+
+def test_confusion_matrix_rejects_a_label_outside_the_classes():
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        ev.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
 
 
 def test_metrics_match_hand_computation():
