@@ -1,4 +1,4 @@
-# Two commands for a fresh clone: `make demo` and `make test`.
+# Two commands for a fresh clone: `make demo` and `make test`; `make reproduce` for the paper scale.
 # Each creates .venv if missing and installs the project with its dependencies first.
 PYTHON ?= python3
 VENV := .venv
@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CORES ?= all
 DEMO_CONFIG := config/demo.yaml
+# Snakemake runs at most this many GPU jobs at once (each claims a free GPU itself); empty where
+# nvidia-smi is absent or lists none (a CPU machine: the GPU resource is then left unbounded).
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+GPU_RESOURCES = $(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS))
 
-.PHONY: demo test install lint clean-demo bench
+.PHONY: demo reproduce test install lint clean-demo bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +24,16 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG) --printshellcmds
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG)
+
+reproduce: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) $(GPU_RESOURCES)
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint --configfile $(DEMO_CONFIG)
 
 bench: $(STAMP)

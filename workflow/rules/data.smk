@@ -5,19 +5,20 @@ rule download:
     output:
         "data/raw/{dataset}/download.json",
     params:
-        download=config["download"],
-        synth=lambda w: config["synth"].get(w.dataset.removeprefix("synth_")) if w.dataset.startswith("synth_") else None,
-        seed=lambda w: config["seed"] if w.dataset.startswith("synth_") else None,
+        **rule_params("download", synth=synth_of, seed=seed_of),
     log:
         "logs/download/{dataset}.log",
     benchmark:
         "benchmarks/download/{dataset}.tsv"
     threads: 1
     resources:
+        gpu=0,
         mem_mb=2000,
         runtime=600,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro download {wildcards.dataset} {PARAMS} > {log} 2>&1"
+        cli("download {wildcards.dataset}")
 
 
 rule extract:
@@ -25,16 +26,21 @@ rule extract:
         "data/raw/{dataset}/download.json",
     output:
         "data/videos/{dataset}/.extracted.json",
+    params:
+        **rule_params("extract"),
     log:
         "logs/extract/{dataset}.log",
     benchmark:
         "benchmarks/extract/{dataset}.tsv"
     threads: 1
     resources:
+        gpu=0,
         mem_mb=2000,
         runtime=240,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro extract {wildcards.dataset} {PARAMS} > {log} 2>&1"
+        cli("extract {wildcards.dataset}")
 
 
 rule splits:
@@ -44,13 +50,18 @@ rule splits:
         classes="data/manifests/{dataset}/classes.csv",
         splits=expand("data/manifests/{{dataset}}/split{k}.csv", k=[1, 2, 3]),
         summary="data/manifests/{dataset}/summary.json",
+    params:
+        **rule_params("splits", synth=synth_of),
     log:
         "logs/splits/{dataset}.log",
     benchmark:
         "benchmarks/splits/{dataset}.tsv"
     threads: 1
     resources:
+        gpu=0,
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro splits {wildcards.dataset} {PARAMS} > {log} 2>&1"
+        cli("splits {wildcards.dataset}")

@@ -1,4 +1,4 @@
-# evaluate, per dataset x split x model x variant (dense, pruned-<ratio>).
+# evaluate, per dataset x split x model x variant (dense, pruned-<ratio>); one GPU (claimed by lock).
 
 
 rule evaluate:
@@ -8,15 +8,17 @@ rule evaluate:
     output:
         "runs/{dataset}/split{split}/{model}/{variant}/eval.json",
     params:
-        evaluate=config["evaluate"],
+        **rule_params("evaluate"),
     log:
         "logs/evaluate/{dataset}-split{split}-{model}-{variant}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}-split{split}-{model}-{variant}.tsv"
     threads: TRAIN_THREADS
     resources:
-        gpu=GPU,
-        mem_mb=8000,
+        gpu=EVAL_GPUS,
+        mem_mb=TRAIN_MEM_MB,
         runtime=240,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro evaluate {wildcards.dataset} {wildcards.split} {wildcards.model} --variant {wildcards.variant} {PARAMS} --threads {threads} > {log} 2>&1"
+        cli("evaluate {wildcards.dataset} {wildcards.split} {wildcards.model} --variant {wildcards.variant}")

@@ -11,17 +11,20 @@ rule decode:
         quarantine="data/frames/{dataset}/quarantine.csv",
         summary="data/frames/{dataset}/summary.json",
     params:
-        decode=config["decode"],
+        **rule_params("decode"),
     log:
         "logs/decode/{dataset}.log",
     benchmark:
         "benchmarks/decode/{dataset}.tsv"
-    threads: workflow.cores
+    threads: DATA_THREADS
     resources:
+        gpu=0,
         mem_mb=4000,
         runtime=720,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro decode {wildcards.dataset} {PARAMS} --threads {threads} > {log} 2>&1"
+        cli("decode {wildcards.dataset}")
 
 
 rule flow:
@@ -31,14 +34,17 @@ rule flow:
         index="data/flow/{dataset}/index.csv",
         summary="data/flow/{dataset}/summary.json",
     params:
-        flow=config["flow"],
+        **rule_params("flow"),
     log:
         "logs/flow/{dataset}.log",
     benchmark:
         "benchmarks/flow/{dataset}.tsv"
-    threads: workflow.cores
+    threads: DATA_THREADS
     resources:
+        gpu=0,
         mem_mb=4000,
         runtime=1440,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro flow {wildcards.dataset} {PARAMS} --threads {threads} > {log} 2>&1"
+        cli("flow {wildcards.dataset}")

@@ -1,4 +1,5 @@
 # prune + fine-tune, per dataset x split x model x ratio (checkpoint.pt undeclared, as in train.smk).
+# The ratio is the job's wildcard, not a param: adding a ratio runs only the new ratio's jobs.
 
 
 rule prune:
@@ -10,17 +11,17 @@ rule prune:
         history="runs/{dataset}/split{split}/{model}/pruned-{ratio}/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/pruned-{ratio}/metrics.json",
     params:
-        prune=config["prune"],
-        train=config["train"],
-        augment=config["augment"],
+        **rule_params("prune"),
     log:
         "logs/prune/{dataset}-split{split}-{model}-{ratio}.log",
     benchmark:
         "benchmarks/prune/{dataset}-split{split}-{model}-{ratio}.tsv"
-    threads: TRAIN_THREADS
+    threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
     resources:
-        gpu=GPU,
-        mem_mb=8000,
+        gpu=TRAIN_GPUS,
+        mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),
         runtime=720,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro prune {wildcards.dataset} {wildcards.split} {wildcards.model} {wildcards.ratio} {PARAMS} --threads {threads} > {log} 2>&1"
+        cli("prune {wildcards.dataset} {wildcards.split} {wildcards.model} {wildcards.ratio}", TRAINER, RANK_THREADS)

@@ -4,13 +4,6 @@
 # last (with checkpoint "complete") and is what downstream rules depend on.
 
 
-def train_inputs(w):
-    inputs = [f"data/frames/{w.dataset}/summary.json", f"data/manifests/{w.dataset}/summary.json"]
-    if needs_flow(w.model):
-        inputs.append(f"data/flow/{w.dataset}/summary.json")
-    return inputs
-
-
 rule train:
     input:
         train_inputs,
@@ -19,19 +12,17 @@ rule train:
         history="runs/{dataset}/split{split}/{model}/dense/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
     params:
-        seed=config["seed"],
-        scale=config["scale"],
-        train=config["train"],
-        augment=config["augment"],
-        options=lambda w: config["architectures"].get(w.model, {}),
+        **rule_params("train", architectures=options_of),
     log:
         "logs/train/{dataset}-split{split}-{model}.log",
     benchmark:
         "benchmarks/train/{dataset}-split{split}-{model}.tsv"
-    threads: TRAIN_THREADS
+    threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
     resources:
-        gpu=GPU,
-        mem_mb=8000,
+        gpu=TRAIN_GPUS,
+        mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),
         runtime=1440,
+    conda:
+        "../envs/actionrepro.yaml"
     shell:
-        "actionrepro train {wildcards.dataset} {wildcards.split} {wildcards.model} {PARAMS} --threads {threads} > {log} 2>&1"
+        cli("train {wildcards.dataset} {wildcards.split} {wildcards.model}", TRAINER, RANK_THREADS)

@@ -1,15 +1,18 @@
 """Where a training process runs: torchrun/DDP ranks, device choice, GPU claiming.
 
-Under torchrun (env RANK, WORLD_SIZE, LOCAL_RANK) the process joins the group: nccl on GPUs with
-cuda:LOCAL_RANK, gloo on CPU. Rank 0 writes the files.
+Under torchrun (env RANK, WORLD_SIZE > 1, LOCAL_RANK) the process joins the group: nccl on GPUs,
+gloo on CPU. Rank 0 writes the files.
 
-Outside torchrun, Snakemake does not pin GPUs to jobs. Two mechanisms, in this order:
-1. CUDA_VISIBLE_DEVICES, when the profile (or SLURM gres) sets it per job: with one GPU visible
-   the job simply uses cuda:0.
-2. With several GPUs visible, the job claims one through an exclusive, non-blocking flock on
-   /tmp/actionrepro-gpu-<uuid>.lock (directory overridable with ACTIONREPRO_GPU_LOCK_DIR), held
-   for the life of the process. The kernel drops the lock when the process dies, even on kill -9,
-   so a crashed job never leaves a GPU reserved. If every GPU is claimed, the job waits.
+Snakemake runs at most `--resources gpu=N` GPU jobs at once but does not say which GPU each gets.
+`cuda_index` decides, in this order:
+1. a torchrun rank to which CUDA_VISIBLE_DEVICES shows exactly one GPU per rank on the node
+   (SLURM's --gpus does that): cuda:LOCAL_RANK;
+2. a single process that sees one GPU (CUDA_VISIBLE_DEVICES set per job): cuda:0;
+3. otherwise the visible GPUs may be shared with other jobs: the process claims one through an
+   exclusive, non-blocking flock on /tmp/actionrepro-gpu-<uuid>.lock (directory overridable with
+   ACTIONREPRO_GPU_LOCK_DIR), held for the life of the process. The kernel drops the lock when the
+   process dies, even on kill -9, so a crashed job never leaves a GPU reserved. If every GPU is
+   claimed, the job waits. Each rank of a multi-GPU job on a shared box claims its own.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +55,8 @@ class Context:
         return self.world_size > 1
 
 
-def under_torchrun() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+def under_torchrun(env: Mapping[str, str] = os.environ) -> bool:
+    return int(env.get("WORLD_SIZE", "1")) > 1 and "RANK" in env
 
 
 def _want_cuda(preference: str) -> bool:
@@ -108,15 +112,35 @@ def _gpu_ids() -> list[str]:
     return ids
 
 
+def cuda_index(count: int, gpu_ids: Callable[[], list[str]], env: Mapping[str, str] = os.environ,
+               lock_dir: str | Path | None = None) -> int:
+    """Which of the `count` visible GPUs this process uses (rules in the module docstring).
+
+    `gpu_ids` is called only when a GPU must be claimed; tests pass a count and fake ids."""
+    if count < 1:
+        raise ConfigError("no CUDA device is visible to this process (check the driver and CUDA_VISIBLE_DEVICES, "
+                          "or set train.device to 'cpu')")
+    if under_torchrun(env):
+        local_world = int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"]))
+        if count < local_world:
+            raise ConfigError(f"torchrun started {local_world} processes on this node but only {count} GPU(s) are "
+                              "visible; launch at most one process per GPU (launch.gpus_per_job)")
+        if count == local_world and env.get("CUDA_VISIBLE_DEVICES"):
+            return int(env.get("LOCAL_RANK", "0"))
+    elif count == 1:
+        return 0
+    return claim_gpu(gpu_ids(), lock_dir)
+
+
 def select_device(preference: str = "auto") -> torch.device:
-    """'auto' -> cuda if available else cpu; with several GPUs visible outside torchrun, claim one."""
+    """'auto' -> cuda if available else cpu; with several GPUs visible, the one cuda_index picks."""
     if not _want_cuda(preference):
         return torch.device("cpu")
     count = torch.cuda.device_count()
-    if count == 1:
-        return torch.device("cuda", 0)
-    index = claim_gpu(_gpu_ids())
-    log.info("claimed GPU %d of %d visible (file lock; set CUDA_VISIBLE_DEVICES per job to pin instead)", index, count)
+    index = cuda_index(count, _gpu_ids)
+    if count > 1:
+        log.info("claimed GPU %d of %d visible (file lock; set CUDA_VISIBLE_DEVICES per job to pin instead)",
+                 index, count)
     return torch.device("cuda", index)
 
 
@@ -133,7 +157,7 @@ def setup(preference: str = "auto") -> Context:
     world = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if _want_cuda(preference):
-        device = torch.device("cuda", local_rank)
+        device = torch.device("cuda", cuda_index(torch.cuda.device_count(), _gpu_ids))
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
