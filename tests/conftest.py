@@ -184,3 +184,88 @@ def https_server(tmp_path_factory):
     server.shutdown()
     server.server_close()
     thread.join(timeout=5)
+
+
+# ---------------------------------------------------------------- pipeline workspaces
+# Shared by tests/test_dag_consistency.py and tests/test_pipeline_*.py: a copy of this repository
+# (what git would commit: tracked plus untracked-not-ignored files) in which the real `snakemake`
+# and `dvc` commands run, with this interpreter's environment (the .venv) first on PATH.
+import os  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PIPELINE_PARAMS = REPO_ROOT / "tests" / "fixtures" / "pipeline.yaml"
+
+
+def copy_repository(dest: Path, params: Path | None = None) -> Path:
+    """Copy the repository's files into `dest` (a git repository with one commit, which `dvc exp`
+    needs); `params` becomes its params.yaml."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=REPO_ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, listed):
+        source = REPO_ROOT / name
+        if source.is_file():  # a tracked file deleted in the working tree is skipped
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    if params is not None:
+        shutil.copyfile(params, dest / "params.yaml")
+    env = pipeline_env(dest)
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "--no-verify", "-m", "copy"]):
+        subprocess.run(["git", *args], cwd=dest, env=env, check=True, capture_output=True)
+    return dest
+
+
+def pipeline_env(root: Path) -> dict[str, str]:
+    """The environment of a pipeline run in `root`: its own sources, this venv's tools, no spinning."""
+    return {**os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(root / "src"),
+            "OMP_WAIT_POLICY": "PASSIVE",
+            "DVC_NO_ANALYTICS": "1",
+            "GIT_AUTHOR_NAME": "actionrepro tests", "GIT_AUTHOR_EMAIL": "tests@actionrepro.invalid",
+            "GIT_COMMITTER_NAME": "actionrepro tests", "GIT_COMMITTER_EMAIL": "tests@actionrepro.invalid"}
+
+
+def run_tool(root: Path, *args: str, timeout: float = 600) -> str:
+    """stdout + stderr of a command run in `root`; an AssertionError with its output if it fails."""
+    proc = subprocess.run(list(args), cwd=root, env=pipeline_env(root), capture_output=True, text=True,
+                          timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"`{shlex.join(args)}` exited {proc.returncode} in {root}:\n{out[-6000:]}")
+    return out
+
+
+def snakemake_plan(root: Path) -> list[dict]:
+    """The jobs `snakemake --dry-run` plans for params.yaml in `root`, from its printed job blocks:
+    [{"rule", "input": [...], "output": [...], "shell"}] (the `all` rule left out)."""
+    out = run_tool(root, "snakemake", "--dry-run", "--printshellcmds", "--configfile", "params.yaml")
+    jobs, job = [], None
+    for line in out.splitlines():
+        if match := re.fullmatch(r"(?:local)?rule (\w+):", line):
+            job = {"rule": match.group(1), "input": [], "output": [], "shell": None}
+            jobs.append(job)
+        elif job is not None and (match := re.fullmatch(r"    (input|output): (.*)", line)):
+            job[match.group(1)] = match.group(2).split(", ")
+        elif job is not None and line.startswith("Shell command: "):
+            job["shell"], job = line.removeprefix("Shell command: "), None
+    return [job for job in jobs if job["rule"] != "all"]
+
+
+def cli_call(command: str) -> tuple[str, ...]:
+    """The `actionrepro` step a rule's or stage's command runs, without launcher, threads and log:
+    'torchrun ... -m actionrepro train ds 1 tsm --params params.yaml --threads 8 > log 2>&1'
+    -> ('train', 'ds', '1', 'tsm'). The params file must be params.yaml (what both front doors read)."""
+    words = shlex.split(command.split(" > ", 1)[0])
+    if "actionrepro" not in words:
+        raise ValueError(f"not an actionrepro command: {command!r}")
+    words = words[words.index("actionrepro") + 1:]
+    if "--threads" in words:
+        words = words[:words.index("--threads")]
+    at = words.index("--params") if "--params" in words else -1
+    if at < 0 or words[at + 1] != "params.yaml":
+        raise ValueError(f"{command!r} does not read params.yaml")
+    return tuple(words[:at] + words[at + 2:])
