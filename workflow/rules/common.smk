@@ -77,8 +77,18 @@ def rule_params(step, **per_job):
 
 def _labelled(key, value):
     if callable(value):
-        return lambda wildcards: {key: value(wildcards)}
-    return {key: value}
+        return lambda wildcards: {key: _key_sorted(value(wildcards))}
+    return {key: _key_sorted(value)}
+
+
+def _key_sorted(value):
+    """`value` with every mapping's keys in sorted order: Snakemake records params by repr(), so
+    reordering the keys of params.yaml would otherwise count as a change (DVC compares values)."""
+    if isinstance(value, dict):
+        return {k: _key_sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_key_sorted(v) for v in value]
+    return value
 
 
 def synth_of(wildcards):

@@ -23,7 +23,7 @@ rule report:
                     labels={"file": "report.html"}),
     params:
         # the report reads the whole params file (target lists, protocols, provenance, params hash)
-        whole_params=config,
+        whole_params=_key_sorted(config),
     log:
         "logs/report.log",
     benchmark:
