@@ -101,3 +101,17 @@ def test_cli_help_lists_every_step():
     out = subprocess.run([sys.executable, "-m", "actionrepro", "--help"], capture_output=True, text=True).stdout
     for step in ["synth", "download", "extract", "splits", "decode", "flow", "train", "prune", "evaluate", "report"]:
         assert step in out
+
+
+def test_unquoted_off_reads_as_the_string_yaml_1_2_writers_such_as_dvc_exp_leave(tmp_path):
+    # `dvc exp run -S` rewrites params.yaml and drops the quotes of amp: "off"
+    text = (ROOT / "config/demo.yaml").read_text().replace('amp: "off"', "amp: off")
+    assert "amp: off" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert config.load(tmp_path / "params.yaml")["train"]["amp"] == "off"
+
+
+def test_true_and_false_still_read_as_booleans(tmp_path):
+    text = (ROOT / "config/demo.yaml").read_text().replace("global_pruning: false", "global_pruning: TRUE")
+    (tmp_path / "params.yaml").write_text(text)
+    assert config.load(tmp_path / "params.yaml")["prune"]["global_pruning"] is True

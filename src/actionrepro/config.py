@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -71,13 +72,27 @@ def fill_defaults(params: dict, node: dict) -> dict:
     return out
 
 
+class _Yaml12BoolLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false, so `off`, `on`, `yes` and `no`
+    stay strings. `dvc exp run -S` rewrites params.yaml with a YAML 1.2 writer, which drops the quotes
+    of `amp: "off"`; YAML 1.1 would then read the bool False."""
+
+
+_Yaml12BoolLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12BoolLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def load(path: str | Path = "params.yaml") -> dict:
     """Read a params file and validate it; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params FILE")
     try:
-        params = yaml.safe_load(path.read_text())
+        params = yaml.load(path.read_text(), Loader=_Yaml12BoolLoader)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(params, dict):
