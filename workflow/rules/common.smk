@@ -44,8 +44,13 @@ EVAL_GPUS = 1 if ON_GPU else 0
 TRAIN_GPUS = GPUS_PER_JOB if ON_GPU else 0
 TRAIN_MEM_MB = 4000 if TINY else 32000
 # decode and flow: one worker per core. Snakemake scales threads down to --cores on one machine;
-# a cluster job asks for this many (--set-threads decode=N flow=N to change it).
-DATA_THREADS = 32
+# a cluster job asks for this many (--set-threads decode=N flow=N to change it). The tiny demo's
+# stores take seconds: one thread each, so flow starts as soon as its frames exist instead of
+# waiting for every core to be free at once (measured: synth_ucf101's flow started 8 minutes into
+# a 9.6-minute demo, holding back its two-stream trainings).
+DATA_THREADS = 1 if TINY else 32
+# Longest chains first: flow gates the two-stream trainings, training gates everything after it.
+PRIORITY = {"decode": 50, "flow": 50, "train": 20, "prune": 10, "evaluate": 0}
 
 
 wildcard_constraints:

@@ -14,6 +14,7 @@ rule evaluate:
     benchmark:
         "benchmarks/evaluate/{dataset}-split{split}-{model}-{variant}.tsv"
     threads: TRAIN_THREADS
+    priority: PRIORITY["evaluate"]
     resources:
         gpu=EVAL_GPUS,
         mem_mb=TRAIN_MEM_MB,

@@ -17,6 +17,7 @@ rule decode:
     benchmark:
         "benchmarks/decode/{dataset}.tsv"
     threads: DATA_THREADS
+    priority: PRIORITY["decode"]
     resources:
         gpu=0,
         mem_mb=4000,
@@ -40,6 +41,7 @@ rule flow:
     benchmark:
         "benchmarks/flow/{dataset}.tsv"
     threads: DATA_THREADS
+    priority: PRIORITY["flow"]
     resources:
         gpu=0,
         mem_mb=4000,

@@ -17,6 +17,7 @@ rule prune:
     benchmark:
         "benchmarks/prune/{dataset}-split{split}-{model}-{ratio}.tsv"
     threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
+    priority: PRIORITY["prune"]
     resources:
         gpu=TRAIN_GPUS,
         mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),

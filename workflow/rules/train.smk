@@ -18,6 +18,7 @@ rule train:
     benchmark:
         "benchmarks/train/{dataset}-split{split}-{model}.tsv"
     threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
+    priority: PRIORITY["train"]
     resources:
         gpu=TRAIN_GPUS,
         mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),
