@@ -269,3 +269,14 @@ def cli_call(command: str) -> tuple[str, ...]:
     if at < 0 or words[at + 1] != "params.yaml":
         raise ValueError(f"{command!r} does not read params.yaml")
     return tuple(words[:at] + words[at + 2:])
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one intra-op thread for the test (2-core CI: no OpenMP spin-wait per small conv)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

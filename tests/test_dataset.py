@@ -20,12 +20,7 @@ RGB = InputSpec(segments=4, size=16)
 TWO_STREAM = InputSpec(segments=4, flow=True, flow_segments=2, flow_len=3, size=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gradient_frames(n: int, seed: int) -> np.ndarray:

@@ -19,28 +19,15 @@ from actionrepro.errors import ConfigError
 from actionrepro.models import build_model, model_info, model_options
 from actionrepro.models.backbones import TINY_WIDTHS_3D, tiny_resnet
 from actionrepro.models.s2tfnet import TSFP, NonLocal, interleave
+from tests.tensors import n_params, clip_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def on_meta(*args, **kwargs):
     with torch.device("meta"):
         return build_model("s2tfnet", *args, **kwargs)
-
-
-def clip_for(model, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    spec = model.input_spec
-    return torch.randn(batch, spec.frames, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed))
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> None:

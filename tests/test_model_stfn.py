@@ -17,37 +17,10 @@ from actionrepro.models.backbones import tiny_resnet
 from actionrepro.models.registry import needs_flow
 from actionrepro.models.stfn import TINY_BACKBONE_WIDTHS, Fusion, ResidualInception
 from actionrepro.reporting.tables import published_basis
+from tests.tensors import n_params, inputs_for, randomise_bn_stats
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def inputs_for(model, batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
-    """rgb (B, T, 3, H, W) and flow (B, T, 2L, H, W), the layout actionrepro.inputs documents."""
-    spec = model.input_spec
-    g = torch.Generator().manual_seed(seed)
-    return {"rgb": torch.randn(batch, spec.frames, 3, spec.size, spec.size, generator=g),
-            "flow": torch.randn(batch, spec.flow_segments, 2 * spec.flow_len, spec.size, spec.size, generator=g)}
-
-
-def randomise_bn_stats(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise batch-norm too."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            nn.init.normal_(m.weight, 1.0, 0.1)
-            nn.init.normal_(m.bias, 0.0, 0.1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def on_meta(build, *args, **kwargs):

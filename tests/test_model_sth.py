@@ -17,30 +17,17 @@ from actionrepro.errors import ConfigError
 from actionrepro.models import build_model, model_info, model_names, model_options
 from actionrepro.models.sth import (STHConv2d, STHDepthwise, convert_backbone, from_neighbour, reference_mask,
                                     tiny_bottleneck_resnet, tiny_mobilenet_v2, to_conv3d)
+from tests.tensors import n_params, clip_for
 
 BACKBONES = ["tiny", "mobilenet_v2"]  # at tiny scale: the bottleneck ResNet and the reduced MobileNetV2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def on_meta(build, *args, **kwargs):
     with torch.device("meta"):
         return build(*args, **kwargs)
-
-
-def clip_for(model, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    spec = model.input_spec
-    return torch.randn(batch, spec.frames, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed))
 
 
 def randomise(module: nn.Module, seed: int = 0) -> None:

@@ -18,18 +18,10 @@ from actionrepro.models import build_model, model_info, model_options
 from actionrepro.models.backbones import tiny_resnet
 from actionrepro.models.layers import TemporalShift
 from actionrepro.models.ustn import LearnableShift, LongRangeDifference, split_windows
+from tests.tensors import n_params, clip_for
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def on_meta(*args, **kwargs):
@@ -40,11 +32,6 @@ def on_meta(*args, **kwargs):
 def on_meta_resnet50():
     with torch.device("meta"):
         return torchvision.models.resnet50()
-
-
-def clip_for(model, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    spec = model.input_spec
-    return torch.randn(batch, spec.frames, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed))
 
 
 def randomise_bn(model: nn.Module, seed: int = 0) -> None:

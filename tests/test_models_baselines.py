@@ -16,37 +16,13 @@ from actionrepro.models import build_model
 from actionrepro.models.backbones import (download_state_dict, tiny_resnet, torchvision_weights)
 from actionrepro.models.i3d import I3D_R50_INFLATE, inflate_resnet, resnet_features
 from actionrepro.models.layers import TemporalShift, adapt_stem, inflate_conv, shifts_disabled
+from tests.tensors import n_params, clip_for, randomise_bn_stats
 
 BASELINES = ["tsn", "tsm", "r2plus1d", "r3d", "i3d"]
 TEMPORAL = ["tsm", "r2plus1d", "r3d", "i3d"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def clip_for(model, batch: int = 2, seed: int = 0) -> torch.Tensor:
-    spec = model.input_spec
-    return torch.randn(batch, spec.frames, 3, spec.size, spec.size, generator=torch.Generator().manual_seed(seed))
-
-
-def randomise_bn_stats(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial running statistics, so eval-mode comparisons exercise batch-norm too."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            nn.init.normal_(m.weight, 1.0, 0.1)
-            nn.init.normal_(m.bias, 0.0, 0.1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def reference_shift(x: torch.Tensor, segments: int, fold_div: int) -> torch.Tensor:

@@ -19,12 +19,7 @@ from actionrepro.models.registry import (ModelInfo, Published, VideoModel, build
 BASELINES = ["i3d", "r2plus1d", "r3d", "tsm", "tsn"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
