@@ -11,7 +11,7 @@ DEMO_CONFIG := config/demo.yaml
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 GPU_RESOURCES = $(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS))
 
-.PHONY: demo reproduce test install lint clean-demo bench
+.PHONY: demo reproduce test install lint clean-demo bench dvc-code
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/*.py; do PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python $$b || exit 1; done
+
+# Rewrite dvc.yaml's code deps from the imports (actionrepro.dag.with_dvc_code); a test fails while stale.
+dvc-code: $(STAMP)
+	$(BIN)/python -c "from pathlib import Path; from actionrepro import dag; from actionrepro.models import model_names; \
+	p = Path('dvc.yaml'); p.write_text(dag.with_dvc_code(p.read_text(), model_names()))"
 
 clean-demo:
 	rm -rf data/*/synth_ucf101 data/*/synth_hmdb51 runs/synth_* reports/* logs benchmarks .snakemake

@@ -5,7 +5,7 @@ in AVI, 320x240, 25 fps, 7 s, textured background panning under a moving object)
 folder, then measures in one run:
   decord       raw sequential decode (VideoReader.next + asnumpy), one core
   unavoidable  decode + resize to short side 256 + JPEG q90 encode of the same frames, one core
-  step         decode.decode_dataset on those videos: 1 worker pinned to one core (the like-for-like
+  step         actionrepro.steps.decode on those videos: 1 worker pinned to one core (the like-for-like
                ratio), then 2 workers on two cores
   codecs       JPEG encode/decode rates of cv2, torchvision and PIL on the resized frames
   formats      the store against loose JPEG files and raw .npy: bytes, files, random 8-frame reads
@@ -117,12 +117,12 @@ STEP_CHILD = """
 import json, resource, sys, time
 from multiprocessing import forkserver
 sys.path.insert(0, sys.argv[2])
-from actionrepro.data import decode
+from actionrepro.steps import decode as decode_step
 import pandas, tqdm  # imported before the clock starts, as cv2 and decord are for the baseline
 usage = lambda who: (lambda r: r.ru_utime + r.ru_stime)(resource.getrusage(who))
 params = {"decode": {"short_side": %d, "jpeg_quality": %d, "timeout_s": 300, "max_bad_fraction": 0.0}}
 self0, kids0, t = usage(resource.RUSAGE_SELF), usage(resource.RUSAGE_CHILDREN), time.perf_counter()
-decode.decode_dataset(%r, params, int(sys.argv[1]))
+decode_step.decode_dataset(%r, params, int(sys.argv[1]))
 wall = time.perf_counter() - t
 self1 = usage(resource.RUSAGE_SELF)
 forkserver._forkserver._stop()  # it reaps its workers and is reaped here: their CPU time becomes ours

@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from actionrepro import paths  # noqa: E402
 from actionrepro.data import dataset as D  # noqa: E402
-from actionrepro.data import decode, sampling  # noqa: E402
+from actionrepro.data import sampling  # noqa: E402
+from actionrepro.steps import decode as decode_step  # noqa: E402
 from actionrepro.inputs import InputSpec  # noqa: E402
 from tests.videos import make_frames, write_avi  # noqa: E402
 
@@ -65,7 +66,7 @@ def build(videos: int, frames: int) -> None:
     pd.DataFrame(rows).to_csv(paths.manifests_dir(DATASET) / "split1.csv", index=False)
     pd.DataFrame({"label": range(len(CLASSES)), "class_name": CLASSES}).to_csv(
         paths.manifests_dir(DATASET) / "classes.csv", index=False)
-    decode.decode_dataset(DATASET, PARAMS, workers=min(2, len(os.sched_getaffinity(0))))
+    decode_step.decode_dataset(DATASET, PARAMS, workers=min(2, len(os.sched_getaffinity(0))))
 
 
 def onthefly_clip(path: str, index: int, epoch: int) -> torch.Tensor:

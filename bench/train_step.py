@@ -1,6 +1,6 @@
 """Benchmark: clips/s of the engine's training step against a plain PyTorch loop.
 
-Ours: actionrepro.train.train_step (forward, cross-entropy + auxiliary loss, backward, gradient
+Ours: actionrepro.engine.step.train_step (forward, cross-entropy + auxiliary loss, backward, gradient
 clipping, SGD step over the weight-decay groups, per-step LR schedule) on the registry's TSN at
 paper scale (ResNet-50, 8 segments, 224x224). Plain: torchvision's resnet50 on the same B*T frames,
 average over T, cross-entropy, backward, SGD step. Same batch, same process, steps interleaved
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision
     from torch import nn
 
-    from actionrepro import config, train as tr
+    from actionrepro import config
+    from actionrepro.engine import step as engine_step
     from actionrepro.engine import optim
     from actionrepro.models.registry import build_model
 
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.synchronize(device)
 
     def step_ours() -> None:
-        tr.train_step(ours, batch, opt, loss_fn, device=device, scheduler=sched,
-                      clip_grad_norm=cfg["clip_grad_norm"])
+        engine_step.train_step(ours, batch, opt, loss_fn, device=device, scheduler=sched,
+                               clip_grad_norm=cfg["clip_grad_norm"])
 
     def step_plain() -> None:
         x, y = batch["rgb"].to(device), batch["label"].to(device)

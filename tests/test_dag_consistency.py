@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import PIPELINE_PARAMS, REPO_ROOT, cli_call, copy_repository, snakemake_plan
 
-from actionrepro import config
+from actionrepro import config, dag
 from actionrepro.dag import STEP_PARAMS
 from actionrepro.models.registry import needs_flow
 
@@ -73,6 +73,7 @@ class Job:
         self.outs: set[str] = set()
         self.needs: set[tuple[str, ...]] = set()
         self.params: list | None = None  # DVC: the params dependencies, [(file, keys)]
+        self.code: set[str] = set()  # the source files it depends on
 
 
 def snakemake_jobs(root: Path) -> dict[tuple[str, ...], Job]:
@@ -84,7 +85,11 @@ def snakemake_jobs(root: Path) -> dict[tuple[str, ...], Job]:
         assert call not in jobs, f"two Snakemake jobs run {call}"
         job = jobs[call] = Job(planned["rule"])
         job.outs = set(planned["output"])
-        job.needs = {producer[path] for path in planned["input"]}
+        job.needs = {producer[path] for path in planned["input"] if path in producer}
+        job.code = {path for path in planned["input"] if path.startswith("src/")}
+        orphans = [p for p in planned["input"] if p not in producer and p not in job.code]
+        assert not orphans, f"{call}: inputs no job makes and no source file: {orphans}"
+
     return jobs
 
 
@@ -100,6 +105,7 @@ def dvc_jobs(root: Path) -> dict[tuple[str, ...], Job]:
             job = jobs[call] = Job(STAGE_STEP.get(name, name))
             job.outs = {out.def_path for out in stage.outs}
             job.params = [(dep.def_path, list(dep.params)) for dep in stage.deps if isinstance(dep, ParamsDependency)]
+            job.code = {dep.def_path for dep in stage.deps if dep.def_path.startswith("src/")}
         for dependent, dependency in repo.index.graph.edges:
             jobs[call_of[dependent]].needs.add(call_of[dependency])
     return jobs
@@ -186,3 +192,28 @@ def test_every_dvc_stage_lists_exactly_the_params_keys_its_step_reads(front_door
             assert [(f, sorted(keys)) for f, keys in job.params] == [("params.yaml", sorted(STEP_PARAMS[job.step]))], call
         else:
             assert job.params == [], call
+
+
+def test_both_front_doors_depend_on_the_code_each_step_runs(front_doors):
+    """Snakemake: a job depends on its step's files and, for training, its own model's files; DVC
+    cannot choose files per model, so its train stages add the model files other models share."""
+    from actionrepro.models import model_names
+
+    _, snakemake, dvc = front_doors
+    shared = set(dag.shared_model_code(model_names()))  # dvc.yaml serves every registered model
+    for call, job in snakemake.items():
+        model_files = set(dag.model_code(call[3])) if job.step == "train" else set()
+        assert job.code == set(dag.step_code(job.step)) | model_files, call
+        assert job.code <= dvc[call].code, f"{call}: DVC lacks {sorted(job.code - dvc[call].code)}"
+        assert dvc[call].code - job.code <= shared, f"{call}: DVC only {sorted(dvc[call].code - job.code - shared)}"
+        if job.step == "train":
+            assert f"src/actionrepro/models/{call[3]}.py" in job.code
+
+
+def test_dvc_yaml_lists_the_code_deps_dag_computes():
+    """dvc.yaml's code deps are written by `make dvc-code` (actionrepro.dag.with_dvc_code): a moved
+    import makes this fail until it is re-run."""
+    from actionrepro.models import model_names
+
+    text = (REPO_ROOT / "dvc.yaml").read_text()
+    assert dag.with_dvc_code(text, model_names()) == text, "dvc.yaml's code deps are stale: run `make dvc-code`"

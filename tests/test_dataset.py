@@ -287,7 +287,8 @@ def test_real_avi_through_decode_and_flow_gives_a_two_stream_clip(tmp_path, monk
     """The chain the pipeline runs: MPEG-4 AVI -> decode step -> flow step -> dataset item."""
     from videos import write_video
 
-    from actionrepro.data import decode, flow
+    from actionrepro.steps import decode as decode_step
+    from actionrepro.steps import flow as flow_step
 
     monkeypatch.chdir(tmp_path)
     names = ["C0/v_C0_g01_c01.avi", "C1/v_C1_g01_c01.avi"]
@@ -300,8 +301,8 @@ def test_real_avi_through_decode_and_flow_gives_a_two_stream_clip(tmp_path, monk
     pd.DataFrame({"label": [0, 1], "class_name": ["C0", "C1"]}).to_csv(mdir / "classes.csv", index=False)
     params = {**PARAMS, "decode": {"short_side": 32, "jpeg_quality": 90, "timeout_s": 60, "max_bad_fraction": 0.0},
               "flow": {"algorithm": "farneback", "bound": 20}}
-    decode.decode_dataset(DS, params, workers=1)
-    flow.compute_flow(DS, params, workers=1)
+    decode_step.decode_dataset(DS, params, workers=1)
+    flow_step.compute_flow(DS, params, workers=1)
 
     spec = InputSpec(segments=3, flow=True, flow_segments=2, flow_len=4, size=32)
     train = D.VideoClipDataset(DS, 1, "train", spec, params, mode="train")

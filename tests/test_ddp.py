@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from actionrepro import train as tr
+from actionrepro.engine import loop, runner
 from actionrepro.engine import distributed
 from actionrepro.errors import ConfigError
 
@@ -48,7 +48,7 @@ def rank_main(rank: int, port: int, out: str) -> None:
     ctx = distributed.setup("cpu")
     assert ctx.distributed and ctx.rank == rank and ctx.device.type == "cpu"
     model = build()
-    tr.fit(model, FixedClips(n=28), FixedClips(n=10, seed=0), run_params(), Path(out) / "run", ctx=ctx,
+    loop.fit(model, FixedClips(n=28), FixedClips(n=10, seed=0), run_params(), Path(out) / "run", ctx=ctx,
            progress=False)
     torch.save(model.state_dict(), Path(out) / f"rank{rank}.pt")
     distributed.teardown(ctx)
@@ -59,7 +59,7 @@ def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp")
     mp.spawn(rank_main, args=(free_port(), str(out)), nprocs=WORLD, join=True)
     single = out / "single"
-    tr.fit(build(), FixedClips(n=28), FixedClips(n=10, seed=0), run_params(), single, progress=False)
+    loop.fit(build(), FixedClips(n=28), FixedClips(n=10, seed=0), run_params(), single, progress=False)
     return out, single
 
 

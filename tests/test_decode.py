@@ -18,7 +18,8 @@ import yaml
 
 from actionrepro import config, paths
 from actionrepro.data import decode
-from actionrepro.data.decode import avi_declared_frames, decode_dataset, store_relpath, target_size
+from actionrepro.data.decode import avi_declared_frames, store_relpath, target_size
+from actionrepro.steps.decode import decode_dataset
 from actionrepro.data.store import FrameReader
 from actionrepro.errors import ActionReproError, DataError
 from tests.videos import damage_packets, make_fifo, truncate, write_garbage, write_video

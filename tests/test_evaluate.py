@@ -14,8 +14,9 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 from torch import nn
 from torch.utils.data import Dataset
 
-import actionrepro
-from actionrepro import evaluate as ev
+from actionrepro import runs
+from actionrepro.engine import evaluation
+from actionrepro.steps import evaluate as evaluate_step
 from actionrepro.errors import ActionReproError
 from actionrepro.inputs import InputSpec
 
@@ -68,7 +69,7 @@ class ViewClips(Dataset):
 def predictions_of(data, batch_size=3, **kw):
     model = ShowClass(data.num_classes)
     model.load_state_dict(identity_state(data.num_classes))
-    return ev.predict_all(model, data, batch_size, "cpu", progress=False, **kw)
+    return evaluation.predict_all(model, data, batch_size, "cpu", progress=False, **kw)
 
 
 # ---------------------------------------------------------------- every video once
@@ -83,16 +84,16 @@ def test_seven_videos_in_batches_of_three_give_seven_predictions_each_id_once():
 
 def test_shards_cover_every_index_once_without_padding():
     for n, world in [(7, 2), (7, 3), (2, 4), (0, 2)]:
-        shards = [list(ev.shard_indices(n, r, world)) for r in range(world)]
+        shards = [list(evaluation.shard_indices(n, r, world)) for r in range(world)]
         assert sorted(sum(shards, [])) == list(range(n))
 
 
 def test_check_complete_rejects_missing_and_repeated_videos():
-    assert ev.check_complete(np.array([2, 0, 1]), 3, "t").tolist() == [1, 2, 0]
+    assert evaluation.check_complete(np.array([2, 0, 1]), 3, "t").tolist() == [1, 2, 0]
     with pytest.raises(ActionReproError, match="2 predictions for 3 test videos"):
-        ev.check_complete(np.array([0, 1]), 3, "t")
+        evaluation.check_complete(np.array([0, 1]), 3, "t")
     with pytest.raises(ActionReproError, match=r"repeated \[1\]"):
-        ev.check_complete(np.array([0, 1, 1]), 3, "t")
+        evaluation.check_complete(np.array([0, 1, 1]), 3, "t")
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -134,7 +135,7 @@ def test_two_gloo_ranks_gather_every_prediction_exactly_once(tmp_path):
 def test_scores_are_mean_of_per_view_softmax_not_softmax_of_mean_logits():
     logits = torch.tensor([[0.0, 0.0, 0.0], [10.0, 0.0, 0.0],   # video 0, views 0 and 1
                            [0.0, 2.0, 0.0], [0.0, 0.0, 4.0]])   # video 1
-    got = ev.average_view_scores(logits, videos=2, views=2).numpy()
+    got = evaluation.average_view_scores(logits, videos=2, views=2).numpy()
 
     def softmax(x):
         e = np.exp(np.asarray(x) - np.max(x))
@@ -150,7 +151,7 @@ def test_scores_are_mean_of_per_view_softmax_not_softmax_of_mean_logits():
 def test_fold_views_is_video_major_for_rgb_and_flow():
     rgb = torch.arange(2 * 3).float().reshape(2, 3, 1, 1, 1, 1).expand(2, 3, 2, 3, 4, 4)
     flow = torch.zeros(2, 3, 1, 4, 4, 4)
-    inputs, videos, views = ev.fold_views({"rgb": rgb, "flow": flow, "label": torch.zeros(2)})
+    inputs, videos, views = evaluation.fold_views({"rgb": rgb, "flow": flow, "label": torch.zeros(2)})
     assert (videos, views) == (2, 3)
     assert inputs["rgb"].shape == (6, 2, 3, 4, 4) and inputs["flow"].shape == (6, 1, 4, 4, 4)
     assert inputs["rgb"][:, 0, 0, 0, 0].tolist() == [0, 1, 2, 3, 4, 5]
@@ -179,7 +180,7 @@ def test_forward_in_chunks_never_exceeds_max_clips():
         seen.append(rgb.shape[0])
         return rgb[:, :1]
 
-    out = ev.forward_in_chunks(model, {"rgb": torch.arange(12.0)[:, None]}, max_clips=5)
+    out = evaluation.forward_in_chunks(model, {"rgb": torch.arange(12.0)[:, None]}, max_clips=5)
     assert seen == [5, 5, 2] and out[:, 0].tolist() == list(range(12))
 
 
@@ -203,19 +204,19 @@ def test_confusion_matrix_equals_sklearns_including_absent_classes():
     rng = np.random.default_rng(0)
     labels, pred = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
     labels[labels == 3] = 4  # a class without test videos keeps its (zero) row
-    ours = ev.confusion_matrix(labels, pred, 9)
+    ours = evaluation.confusion_matrix(labels, pred, 9)
     assert ours.tolist() == sklearn_confusion_matrix(labels, pred, labels=np.arange(9)).tolist()
 
 
 def test_confusion_matrix_rejects_a_label_outside_the_classes():
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        ev.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
+        evaluation.confusion_matrix(np.array([0, 3]), np.array([0, 1]), 3)
 
 
 def test_metrics_match_hand_computation():
     labels, scores = hand_scores()
     names = [f"class{i}" for i in range(6)]
-    m = ev.classification_metrics(labels, scores, names)
+    m = evaluation.classification_metrics(labels, scores, names)
     assert m["top1"] == pytest.approx(4 / 6)
     assert m["top5"] == pytest.approx(5 / 6) and m["top5_k"] == 5
     assert m["per_class"] == {"class0": 0.5, "class1": 1.0, "class2": pytest.approx(2 / 3),
@@ -228,7 +229,7 @@ def test_metrics_match_hand_computation():
 
 
 def test_top5_with_fewer_than_five_classes_is_top_all():
-    m = ev.classification_metrics(np.array([0, 1]), np.array([[0.1, 0.9], [0.2, 0.8]]), ["a", "b"])
+    m = evaluation.classification_metrics(np.array([0, 1]), np.array([[0.1, 0.9], [0.2, 0.8]]), ["a", "b"])
     assert m["top5_k"] == 2 and m["top5"] == 1.0 and m["top1"] == 0.5
 
 
@@ -242,7 +243,7 @@ def test_reversed_pair_accuracy_restricts_decision_to_the_pair():
                        [0.0, 0.0, 0.3, 0.4, 0.3, 0.0],   # right
                        [0.9, 0.1, 0.0, 0.0, 0.0, 0.0],   # class 4: in no pair, ignored
                        [0.9, 0.1, 0.0, 0.0, 0.0, 0.0]])  # right
-    result = ev.reversed_pair_accuracy(labels, scores, pairs)
+    result = evaluation.reversed_pair_accuracy(labels, scores, pairs)
     assert result["reversed_pair_acc"] == pytest.approx(3 / 5)
     assert result["chance"] == 0.5 and result["num_videos"] == 5
     assert [p["acc"] for p in result["pairs"]] == [pytest.approx(2 / 3), 0.5]
@@ -276,7 +277,7 @@ def test_dense_run_is_rebuilt_from_model_json_and_its_state_dict(tmp_path, monke
     calls = []
     install_fake_registry(monkeypatch, calls)
     write_dense_run(tmp_path / "dense", 4)
-    model = ev.load_model_for_eval(tmp_path / "dense")
+    model = runs.load_model(tmp_path / "dense")
     assert calls == [("showclass", "tiny", 4, {"k": 1})]
     assert not model.training
     assert torch.equal(model.head.weight, torch.eye(4))
@@ -288,14 +289,14 @@ def test_missing_checkpoint_error_names_the_file(tmp_path, monkeypatch):
     write_dense_run(run, 4)
     (run / "checkpoint.pt").unlink()
     with pytest.raises(ActionReproError, match=r"checkpoint\.pt not found.*actionrepro train synth_ucf101 2 showclass"):
-        ev.load_model_for_eval(run)
+        runs.load_model(run)
 
 
 def test_unfinished_training_run_is_refused(tmp_path, monkeypatch):
     install_fake_registry(monkeypatch)
     write_dense_run(tmp_path / "dense", 4, complete=False)
     with pytest.raises(ActionReproError, match="has not finished"):
-        ev.load_model_for_eval(tmp_path / "dense")
+        runs.load_model(tmp_path / "dense")
 
 
 def test_damaged_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
@@ -304,36 +305,34 @@ def test_damaged_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     ckpt = tmp_path / "dense" / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(ActionReproError, match=r"checkpoint\.pt cannot be read"):
-        ev.load_model_for_eval(tmp_path / "dense")
+        runs.load_model(tmp_path / "dense")
 
 
 def test_checkpoint_of_another_shape_is_a_clear_error(tmp_path, monkeypatch):
     install_fake_registry(monkeypatch)
     write_dense_run(tmp_path / "dense", 4, state=identity_state(5))
     with pytest.raises(ActionReproError, match="does not fit model 'showclass'"):
-        ev.load_model_for_eval(tmp_path / "dense")
+        runs.load_model(tmp_path / "dense")
 
 
 def test_changed_input_spec_since_training_is_a_clear_error(tmp_path, monkeypatch):
     install_fake_registry(monkeypatch)
     write_dense_run(tmp_path / "dense", 4, spec=InputSpec(segments=8, size=4))
     with pytest.raises(ActionReproError, match="records input_spec"):
-        ev.load_model_for_eval(tmp_path / "dense")
+        runs.load_model(tmp_path / "dense")
 
 
-def test_pruned_variant_dispatches_to_prune_load_pruned(tmp_path, monkeypatch):
+def test_pruned_variant_is_rebuilt_by_replaying_its_recorded_structure(tmp_path, monkeypatch):
     seen = []
-    fake = types.ModuleType("actionrepro.prune")
-
-    def load_pruned(run_dir):
-        seen.append(run_dir)
-        return ShowClass(3).train()
-
-    fake.load_pruned = load_pruned
-    monkeypatch.setitem(sys.modules, "actionrepro.prune", fake)
-    monkeypatch.setattr(actionrepro, "prune", fake, raising=False)
-    model = ev.load_model_for_eval(tmp_path / "pruned-0.3")
-    assert seen == [tmp_path / "pruned-0.3"]
+    install_fake_registry(monkeypatch)
+    sys.modules["actionrepro.models.registry"].model_options = lambda name: {"k": 1}
+    monkeypatch.setattr("actionrepro.pruning.structure.replay", lambda model, record: seen.append(record))
+    run = tmp_path / "pruned-0.3"
+    write_dense_run(run, 3)
+    meta = json.loads((run / "model.json").read_text())
+    (run / "model.json").write_text(json.dumps({**meta, "pruning": {"history": [], "ratio": 0.3}}))
+    model = runs.load_model(run)
+    assert seen == [{"history": [], "ratio": 0.3}]
     assert isinstance(model, ShowClass) and not model.training
 
 
@@ -356,7 +355,7 @@ def install_fake_dataset(monkeypatch, built):
     monkeypatch.setitem(sys.modules, "actionrepro.data.dataset", module)
 
 
-PARAMS = {"evaluate": {"clips": 1, "crops": 3, "batch_size": 3, "latency_repeats": 2},
+PARAMS = {"evaluate": {"clips": 1, "crops": 3, "batch_size": 3, "chunk_clips": 4, "latency_batch": 4, "latency_repeats": 2},
           "train": {"batch_size": 4, "device": "cpu", "num_workers": 0}}
 
 
@@ -374,7 +373,7 @@ def evaluated(tmp_path, monkeypatch):
         manifests / "classes.csv", index=False)
     pd.DataFrame({"class_a": ["Open", "Push"], "class_b": ["Close", "#Pull"], "label_a": [0, 2],
                   "label_b": [1, 3]}).to_csv(manifests / "reversal_pairs.csv", index=False)
-    out = ev.evaluate("synth_ucf101", 1, "showclass", PARAMS)
+    out = evaluate_step.evaluate("synth_ucf101", 1, "showclass", PARAMS)
     return run, out, built
 
 
@@ -444,7 +443,7 @@ augment: {hflip: {synth_hmdb51: true}, scales: [1.0, 0.875]}
 architectures: {}
 train: {epochs: 1, batch_size: 4, optimizer: adamw, lr: 0.003, weight_decay: 0.0001, schedule: cosine,
         warmup_epochs: 0, amp: "off", num_workers: 0, device: cpu}
-evaluate: {clips: 2, crops: 3, batch_size: 4, latency_repeats: 2}
+evaluate: {clips: 2, crops: 3, batch_size: 4, chunk_clips: 4, latency_batch: 4, latency_repeats: 2}
 prune: {ratios: [0.3], importance: l2, global_pruning: false, iterative_steps: 1, round_to: null,
         finetune_epochs: 1, finetune_lr: 0.001}
 """
@@ -455,8 +454,11 @@ def real_run(tmp_path_factory):
     """synth_hmdb51 (some videos corrupt) -> extract -> splits -> decode -> train tsn 1 epoch -> evaluate."""
     import os
 
-    from actionrepro import config, train
-    from actionrepro.data import archives, decode, download, splits
+    from actionrepro import config
+    from actionrepro.engine import runner
+    from actionrepro.data import archives, download
+    from actionrepro.steps import decode as decode_step
+    from actionrepro.steps import splits as splits_step
 
     root = tmp_path_factory.mktemp("real")
     (root / "p.yaml").write_text(REAL_PARAMS)
@@ -466,10 +468,10 @@ def real_run(tmp_path_factory):
         params = config.load("p.yaml")
         download.download_dataset("synth_hmdb51", params)
         archives.extract_dataset("synth_hmdb51")
-        splits.write_manifests("synth_hmdb51", params=params)
-        decode.decode_dataset("synth_hmdb51", params, workers=1)
-        train.train("synth_hmdb51", 1, "tsn", params)
-        out = ev.evaluate("synth_hmdb51", 1, "tsn", params)
+        splits_step.write_manifests("synth_hmdb51", params=params)
+        decode_step.decode_dataset("synth_hmdb51", params, workers=1)
+        runner.train("synth_hmdb51", 1, "tsn", params)
+        out = evaluate_step.evaluate("synth_hmdb51", 1, "tsn", params)
         manifest = pd.read_csv("data/manifests/synth_hmdb51/split1.csv", keep_default_na=False, dtype=str)
         quarantine = pd.read_csv("data/frames/synth_hmdb51/quarantine.csv", keep_default_na=False, dtype=str)
         yield root / out, manifest[manifest.subset == "test"], set(quarantine["video_id"])
@@ -515,7 +517,7 @@ def _torchrun_worker(rank: int, world: int, port: int, root: str) -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     os.chdir(root)
-    ev.evaluate("synth_hmdb51", 1, "tsn", config.load("p.yaml"))
+    evaluate_step.evaluate("synth_hmdb51", 1, "tsn", config.load("p.yaml"))
 
 
 def test_real_evaluate_under_two_torchrun_ranks_matches_one_process(real_run):

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from actionrepro.data import flow, store
+from actionrepro.steps import flow as flow_step
 from actionrepro.errors import DataError
 
 H, W, SIDE = 64, 80, 26
@@ -99,7 +100,7 @@ def test_compute_flow_writes_index_summary_and_quarantine_and_resumes(tmp_path, 
     frames_root = Path("data/frames/synth_ucf101")
     make_frame_store(frames_root, {"a": moving_square(5, 2, 1), "b": moving_square(3, -2, 0),
                                    "single": moving_square(1, 0, 0)}, quarantined=["broken"])
-    flow.compute_flow("synth_ucf101", params(), workers=2)
+    flow_step.compute_flow("synth_ucf101", params(), workers=2)
 
     out = Path("data/flow/synth_ucf101")
     index = pd.read_csv(out / "index.csv")
@@ -119,25 +120,25 @@ def test_compute_flow_writes_index_summary_and_quarantine_and_resumes(tmp_path, 
 
     # a second run reuses the finished stores
     mtime = (out / "Cls/a.frames").stat().st_mtime_ns
-    flow.compute_flow("synth_ucf101", params(), workers=1)
+    flow_step.compute_flow("synth_ucf101", params(), workers=1)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["reused"] == 2 and summary["this_run"]["computed"] == 0
     assert (out / "Cls/a.frames").stat().st_mtime_ns == mtime
 
     # a killed run's partial store is recomputed, and a changed bound recomputes everything
     (out / "Cls/a.frames").write_bytes((out / "Cls/a.frames").read_bytes()[:100])
-    flow.compute_flow("synth_ucf101", params(), workers=1)
+    flow_step.compute_flow("synth_ucf101", params(), workers=1)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["this_run"]["reused"] == 1 and summary["this_run"]["computed"] == 1
     assert store.is_complete(out / "Cls/a.frames")
-    flow.compute_flow("synth_ucf101", params(bound=10), workers=1)
+    flow_step.compute_flow("synth_ucf101", params(bound=10), workers=1)
     assert json.loads((out / "summary.json").read_text())["this_run"]["computed"] == 2
 
 
 def test_compute_flow_without_finished_decode_names_the_step_to_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="actionrepro decode synth_hmdb51"):
-        flow.compute_flow("synth_hmdb51", params(), workers=1)
+        flow_step.compute_flow("synth_hmdb51", params(), workers=1)
 
 
 def test_unreadable_frame_store_is_an_error_and_no_summary_is_written(tmp_path, monkeypatch):
@@ -146,7 +147,7 @@ def test_unreadable_frame_store_is_an_error_and_no_summary_is_written(tmp_path, 
     make_frame_store(frames_root, {"a": moving_square(3, 1, 0), "b": moving_square(3, 1, 0)})
     (frames_root / "Cls/b.frames").write_bytes(b"not a store")
     with pytest.raises(DataError, match=r"(?s)Cls/b\.avi.*re-run `actionrepro decode synth_ucf101`"):
-        flow.compute_flow("synth_ucf101", params(), workers=1)
+        flow_step.compute_flow("synth_ucf101", params(), workers=1)
     out = Path("data/flow/synth_ucf101")
     assert not (out / "summary.json").exists()
     assert store.is_complete(out / "Cls/a.frames")  # the finished video is kept for the re-run

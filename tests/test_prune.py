@@ -21,7 +21,8 @@ import torch_pruning as tp
 from torch import nn
 
 from actionrepro import config, paths, profile
-from actionrepro import prune as pr
+from actionrepro import runs
+from actionrepro.steps import prune as prune_step
 from actionrepro.engine import checkpoint
 from actionrepro.errors import ActionReproError, ConfigError
 from actionrepro.models.layers import TemporalShift
@@ -139,7 +140,7 @@ def test_saved_pruned_run_reloads_from_its_record_with_weights_only_to_identical
     calls = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **kw: calls.append(kw.get("weights_only")) or real_load(*a, **kw))
-    loaded = pr.load_pruned(run)
+    loaded = runs.load_model(run)
     assert calls and all(flag is True for flag in calls)
     assert not loaded.training and loaded.input_spec == pruned.input_spec
     x = inputs(pruned)
@@ -316,19 +317,19 @@ def test_a_record_that_does_not_fit_the_model_is_refused_with_a_clear_error(tmp_
     meta["pruning"]["shapes"]["fc.weight"] = [CLASSES, 1]
     (run / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ActionReproError, match=r"model.json.*actionrepro prune synth_ucf101 1 tsn 0.5"):
-        pr.load_pruned(run)
+        runs.load_model(run)
 
 
 def test_load_pruned_refuses_dense_records_and_unfinished_fine_tunes(tmp_path):
     _, pruned, record = pruned_at_half("tsn")
     run = write_run(tmp_path / "pruned-0.5", "tsn", pruned, record, complete=False)
     with pytest.raises(ActionReproError, match="not finished"):
-        pr.load_pruned(run)
+        runs.load_model(run)
     meta = json.loads((run / "model.json").read_text())
     del meta["pruning"]
     (run / "model.json").write_text(json.dumps(meta))
     with pytest.raises(ActionReproError, match="no pruning record"):
-        pr.load_pruned(run)
+        runs.load_model(run)
 
 
 # ---------------------------------------------------------------- the step, end to end
@@ -347,8 +348,10 @@ def synth_params(**prune) -> dict:
 def trained_root(tmp_path_factory):
     """Synthetic UCF101 through the real download -> extract -> splits -> decode steps, and a
     dense TSM trained on it for one epoch."""
-    from actionrepro.data import archives, decode, download, splits
-    from actionrepro.train import train
+    from actionrepro.data import archives, download
+    from actionrepro.steps import decode as decode_step
+    from actionrepro.steps import splits as splits_step
+    from actionrepro.engine.runner import train
 
     root = tmp_path_factory.mktemp("prune")
     params = synth_params()
@@ -356,20 +359,20 @@ def trained_root(tmp_path_factory):
         mp.chdir(root)
         download.download_dataset("synth_ucf101", params)
         archives.extract_dataset("synth_ucf101", progress=False)
-        splits.write_manifests("synth_ucf101", params=params)
-        decode.decode_dataset("synth_ucf101", params, workers=1)
+        splits_step.write_manifests("synth_ucf101", params=params)
+        decode_step.decode_dataset("synth_ucf101", params, workers=1)
         train("synth_ucf101", 1, "tsm", params)
     return root
 
 
 @pytest.mark.parametrize("criterion", ["l2", "taylor"])
 def test_prune_step_fine_tunes_a_pruned_run_that_evaluation_reloads(trained_root, monkeypatch, criterion):
-    from actionrepro.evaluate import load_model_for_eval
+    from actionrepro.runs import load_model as load_model_for_eval
 
     monkeypatch.chdir(trained_root)
     ratio = 0.5 if criterion == "l2" else 0.3
-    out = pr.prune("synth_ucf101", 1, "tsm", ratio, synth_params(importance=criterion))
-    assert out == paths.run_dir("synth_ucf101", 1, "tsm", f"pruned-{ratio:g}")
+    out = prune_step.prune("synth_ucf101", 1, "tsm", ratio, synth_params(importance=criterion))
+    assert out == runs.run_dir("synth_ucf101", 1, "tsm", f"pruned-{ratio:g}")
     for name in ("checkpoint.pt", "model.json", "history.csv", "metrics.json"):
         assert (out / name).is_file(), name
     record = json.loads((out / "model.json").read_text())
@@ -385,7 +388,7 @@ def test_prune_step_fine_tunes_a_pruned_run_that_evaluation_reloads(trained_root
     assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
     assert profile.count_params(model) == metrics["params"] and model.input_spec.segments == 3
     if criterion == "l2":  # and the evaluation step itself
-        from actionrepro.evaluate import evaluate
+        from actionrepro.steps.evaluate import evaluate
 
         report = json.loads(evaluate("synth_ucf101", 1, "tsm", synth_params(), variant="pruned-0.5").read_text())
         assert report["variant"] == "pruned-0.5" and report["costs"]["params"] == metrics["params"]
@@ -395,17 +398,17 @@ def test_rerunning_the_prune_step_prunes_identically_so_the_fine_tune_is_not_red
                                                                                     caplog):
     monkeypatch.chdir(trained_root)
     params = synth_params(importance="taylor")
-    out = pr.prune("synth_ucf101", 1, "tsm", 0.4, params)
+    out = prune_step.prune("synth_ucf101", 1, "tsm", 0.4, params)
     first = (out / "checkpoint.pt").read_bytes()
-    with caplog.at_level(logging.INFO, logger="actionrepro.train"):
-        pr.prune("synth_ucf101", 1, "tsm", 0.4, params)
+    with caplog.at_level(logging.INFO, logger="actionrepro.engine.loop"):
+        prune_step.prune("synth_ucf101", 1, "tsm", 0.4, params)
     assert "already complete" in caplog.text and (out / "checkpoint.pt").read_bytes() == first
 
 
 def test_prune_without_a_dense_run_names_the_train_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ActionReproError, match="actionrepro train synth_ucf101 1 tsn"):
-        pr.prune("synth_ucf101", 1, "tsn", 0.3, synth_params())
+        prune_step.prune("synth_ucf101", 1, "tsn", 0.3, synth_params())
 
 
 def _prune_rank(rank: int, port: int, root: str) -> None:
@@ -422,7 +425,7 @@ def _prune_rank(rank: int, port: int, root: str) -> None:
             return _original(*args, **kwargs)
 
         setattr(structure, name, marked)
-    pr.prune("synth_ucf101", 1, "tsm", 0.6, synth_params(importance="taylor"))
+    prune_step.prune("synth_ucf101", 1, "tsm", 0.6, synth_params(importance="taylor"))
 
 
 def test_under_torchrun_rank_zero_prunes_and_the_other_ranks_replay_its_record(trained_root):
@@ -432,8 +435,8 @@ def test_under_torchrun_rank_zero_prunes_and_the_other_ranks_replay_its_record(t
     mp.spawn(_prune_rank, args=(port, str(trained_root)), nprocs=2, join=True)
     markers = sorted(p.name for p in trained_root.glob("rank*.*"))
     assert markers == ["rank0.prune_model", "rank1.replay"]
-    out = trained_root / paths.run_dir("synth_ucf101", 1, "tsm", "pruned-0.6")
+    out = trained_root / runs.run_dir("synth_ucf101", 1, "tsm", "pruned-0.6")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["params_after"] < metrics["params_before"]
-    model = pr.load_pruned(out)
+    model = runs.load_model(out)
     assert outputs(model, inputs(model, 1)).shape == (1, 3)

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from actionrepro import cli, report
+from actionrepro import cli
+from actionrepro.steps import report as report_step
 from actionrepro.reporting import collect, figures, tables
 from fixtures.runs_tree import PARAMS_FILE, QUARANTINED, build_runs_tree
 
@@ -89,7 +90,7 @@ def built(tmp_path_factory):
     old = os.getcwd()
     os.chdir(root)
     try:
-        written = report.build_report(params, out=Path("reports"))
+        written = report_step.build_report(params, out=Path("reports"))
     finally:
         os.chdir(old)
     out = root / "reports"
@@ -271,7 +272,7 @@ def test_quarantined_video_is_listed_with_its_reason(built):
 def test_report_without_any_run_names_every_expected_run_missing(tmp_path, monkeypatch):
     params = build_runs_tree(tmp_path / "elsewhere")  # only for the params
     monkeypatch.chdir(tmp_path)
-    report.build_report(params, out=Path("reports"))
+    report_step.build_report(params, out=Path("reports"))
     text = (tmp_path / "reports" / "report.md").read_text()
     assert "0 of 36 expected runs evaluated" in text
     assert pd.read_csv(tmp_path / "reports" / "results.csv").empty
@@ -283,7 +284,7 @@ def test_unreadable_eval_json_is_reported_and_the_rest_still_builds(tmp_path, mo
     params = build_runs_tree(tmp_path, splits=(1,))
     (tmp_path / "runs/ucf101/split1/tsn/dense/eval.json").write_text("{ truncated")
     monkeypatch.chdir(tmp_path)
-    report.build_report(params, out=Path("reports"))
+    report_step.build_report(params, out=Path("reports"))
     status = pd.read_csv(tmp_path / "reports" / "run_status.csv").set_index(["dataset", "split", "model", "variant"])
     assert status.loc[("ucf101", 1, "tsn", "dense"), "state"] == "unreadable"
     assert "eval.json cannot be read" in status.loc[("ucf101", 1, "tsn", "dense"), "detail"]

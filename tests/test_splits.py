@@ -12,7 +12,8 @@ import rarfile
 import yaml
 
 from actionrepro import cli
-from actionrepro.data import splits, synthetic
+from actionrepro.data import manifests, synthetic
+from actionrepro.steps import splits as splits_step
 from actionrepro.errors import DataError
 
 ROOT = Path(__file__).parents[1]
@@ -86,8 +87,8 @@ def make_hmdb(root: Path, awkward=AWKWARD, crlf_class="wave") -> Path:
 @pytest.fixture
 def tiny_official(monkeypatch):
     """Let the hand-written fixtures pass as 'ucf101'/'hmdb51' by shrinking the official counts."""
-    monkeypatch.setitem(splits.OFFICIAL, "ucf101", TINY_UCF_COUNTS)
-    monkeypatch.setitem(splits.OFFICIAL, "hmdb51", TINY_HMDB_COUNTS)
+    monkeypatch.setitem(manifests.OFFICIAL, "ucf101", TINY_UCF_COUNTS)
+    monkeypatch.setitem(manifests.OFFICIAL, "hmdb51", TINY_HMDB_COUNTS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,11 +97,11 @@ def tiny_official(monkeypatch):
 
 def test_ucf101_crlf_lists_become_manifests_with_0_based_labels(tmp_path, tiny_official):
     src = make_ucf(tmp_path / "src")
-    out = splits.write_manifests("ucf101", src, tmp_path / "out")
+    out = splits_step.write_manifests("ucf101", src, tmp_path / "out")
     assert out == tmp_path / "out"
-    classes = splits.read_manifest(out / "classes.csv")
+    classes = manifests.read_manifest(out / "classes.csv")
     assert classes.to_dict("list") == {"label": [0, 1], "class_name": ["ApplyEyeMakeup", "HandstandPushups"]}
-    s1 = splits.read_manifest(out / "split1.csv")
+    s1 = manifests.read_manifest(out / "split1.csv")
     assert list(s1.columns) == ["video_id", "path", "label", "class_name", "subset"]
     assert s1.values.tolist() == [
         ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", 0, "ApplyEyeMakeup", "train"],
@@ -108,12 +109,12 @@ def test_ucf101_crlf_lists_become_manifests_with_0_based_labels(tmp_path, tiny_o
         ["ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01", "UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi", 0, "ApplyEyeMakeup", "test"],
         ["HandstandPushups/v_HandStandPushups_g01_c01", "UCF-101/HandstandPushups/v_HandStandPushups_g01_c01.avi", 1, "HandstandPushups", "test"],
     ]
-    s2 = splits.read_manifest(out / "split2.csv")
+    s2 = manifests.read_manifest(out / "split2.csv")
     assert set(s2[s2.subset == "test"].video_id) == set(s1[s1.subset == "train"].video_id)
     for k in (1, 2, 3):
         text = (out / f"split{k}.csv").read_bytes()
         assert b"\r" not in text
-        frame = splits.read_manifest(out / f"split{k}.csv")
+        frame = manifests.read_manifest(out / f"split{k}.csv")
         assert not set(frame[frame.subset == "train"].video_id) & set(frame[frame.subset == "test"].video_id)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["splits"]["1"] == {"train": 2, "test": 2, "unused": 0, "classes": 2,
@@ -125,8 +126,8 @@ def test_thumos_renamed_files_and_folders_resolve_case_insensitively(tmp_path, t
     # the THUMOS mirror's file names (v_HandstandPushups_*) in a renamed folder (HandStandPushups)
     files = [e.decode() for e in G01 + G08]
     files = [f.replace("HandstandPushups/v_HandStandPushups", "HandStandPushups/v_HandstandPushups") for f in files]
-    out = splits.write_manifests("ucf101", make_ucf(tmp_path / "src", files=files), tmp_path / "out")
-    s1 = splits.read_manifest(out / "split1.csv").set_index("video_id")
+    out = splits_step.write_manifests("ucf101", make_ucf(tmp_path / "src", files=files), tmp_path / "out")
+    s1 = manifests.read_manifest(out / "split1.csv").set_index("video_id")
     row = s1.loc["HandstandPushups/v_HandStandPushups_g08_c01"]          # keyed by the list entry
     assert row.path == "UCF-101/HandStandPushups/v_HandstandPushups_g08_c01.avi"   # where the file is
     assert (tmp_path / "src" / row.path).is_file() and row.label == 1
@@ -137,14 +138,14 @@ def test_names_differing_only_in_case_are_ambiguous(tmp_path, tiny_official):
         "HandstandPushups/v_HandstandPushups_g01_c01.avi", "HandstandPushups/v_HANDSTANDPUSHUPS_g01_c01.avi",
         "HandstandPushups/v_HandStandPushups_g08_c01.avi"]
     with pytest.raises(DataError, match=r"v_HandStandPushups_g01_c01.avi.*differ only in case"):
-        splits.write_manifests("ucf101", make_ucf(tmp_path / "src", files=files), tmp_path / "out")
+        splits_step.write_manifests("ucf101", make_ucf(tmp_path / "src", files=files), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_trainlist_label_disagreeing_with_classind_is_an_error(tmp_path, tiny_official):
     lists = dict(UCF_LISTS, **{"trainlist02.txt": UCF_LISTS["trainlist02.txt"].replace(b".avi 1", b".avi 2")})
     with pytest.raises(DataError, match=r"trainlist02.txt:1: .*has label 2 but classInd.txt gives ApplyEyeMakeup index 1"):
-        splits.write_manifests("ucf101", make_ucf(tmp_path / "src", lists=lists), tmp_path / "out")
+        splits_step.write_manifests("ucf101", make_ucf(tmp_path / "src", lists=lists), tmp_path / "out")
 
 
 def test_missing_videos_are_named_with_their_split_file_and_counted(tmp_path, tiny_official):
@@ -152,7 +153,7 @@ def test_missing_videos_are_named_with_their_split_file_and_counted(tmp_path, ti
     (src / "UCF-101/HandstandPushups/v_HandStandPushups_g08_c01.avi").unlink()
     (src / "UCF-101/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi").unlink()
     with pytest.raises(DataError) as err:
-        splits.write_manifests("ucf101", src, tmp_path / "out")
+        splits_step.write_manifests("ucf101", src, tmp_path / "out")
     msg = str(err.value)
     assert "2 of 4 videos" in msg
     assert "HandstandPushups/v_HandStandPushups_g08_c01.avi (named by trainlist01.txt:2 and 2 more)" in msg
@@ -164,24 +165,24 @@ def test_missing_videos_are_named_with_their_split_file_and_counted(tmp_path, ti
 def test_video_in_train_and_test_of_one_split_is_an_error(tmp_path, tiny_official):
     lists = dict(UCF_LISTS, **{"testlist03.txt": ucf_testlist(G01[:1] + G08[:1])})
     with pytest.raises(DataError, match=r"split 3: video 'ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01' is listed in both train and test"):
-        splits.write_manifests("ucf101", make_ucf(tmp_path / "src", lists=lists), tmp_path / "out")
+        splits_step.write_manifests("ucf101", make_ucf(tmp_path / "src", lists=lists), tmp_path / "out")
 
 
 def test_official_counts_are_enforced_for_the_real_datasets(tmp_path):
     with pytest.raises(DataError) as err:
-        splits.write_manifests("ucf101", make_ucf(tmp_path / "ucf"), tmp_path / "out")
+        splits_step.write_manifests("ucf101", make_ucf(tmp_path / "ucf"), tmp_path / "out")
     msg = str(err.value)
     assert "official ucf101 splits" in msg and "2 classes (expected 101)" in msg
     assert "split 1: 2 train videos (expected 9,537)" in msg and "split 3: 2 test videos (expected 3,696)" in msg
     with pytest.raises(DataError, match=r"3 classes \(expected 51\).*split 2: 3 train videos \(expected 3,570\)"):
-        splits.write_manifests("hmdb51", make_hmdb(tmp_path / "hmdb"), tmp_path / "out")
+        splits_step.write_manifests("hmdb51", make_hmdb(tmp_path / "hmdb"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_split_folder_says_to_run_extract(tmp_path):
     (tmp_path / "src" / "UCF-101").mkdir(parents=True)
     with pytest.raises(DataError, match=r"ucfTrainTestlist not found .*run `actionrepro extract ucf101` first"):
-        splits.write_manifests("ucf101", tmp_path / "src", tmp_path / "out")
+        splits_step.write_manifests("ucf101", tmp_path / "src", tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,15 +190,15 @@ def test_missing_split_folder_says_to_run_extract(tmp_path):
 
 
 def test_hmdb51_classes_are_alphabetical_from_split_file_names_and_unused_left_out(tmp_path, tiny_official):
-    out = splits.write_manifests("hmdb51", make_hmdb(tmp_path / "src"), tmp_path / "out")
-    classes = splits.read_manifest(out / "classes.csv")
+    out = splits_step.write_manifests("hmdb51", make_hmdb(tmp_path / "src"), tmp_path / "out")
+    classes = manifests.read_manifest(out / "classes.csv")
     assert classes.class_name.tolist() == ["brush_hair", "clap", "wave"]   # not aaa_stray_folder / the split folder
     summary = json.loads((out / "summary.json").read_text())
     for k in ("1", "2", "3"):
         assert summary["splits"][k]["unused"] == 3 and summary["splits"][k]["train"] == 3
-        frame = splits.read_manifest(out / f"split{k}.csv")
+        frame = manifests.read_manifest(out / f"split{k}.csv")
         assert len(frame) == 6 and set(frame.subset) == {"train", "test"}
-    s1 = splits.read_manifest(out / "split1.csv")
+    s1 = manifests.read_manifest(out / "split1.csv")
     assert s1[s1.subset == "train"].video_id.tolist() == [
         "brush_hair/April_09_brush_hair_u_nm_np1_ba_goo_0", "clap/#20_Rhythm_clap_u_nm_np1_fr_goo_0",
         "wave/Glory_&_Honor!_[HD]_(part 2)_wave_u_cm_np1_fr_med_0"]
@@ -208,11 +209,11 @@ def test_hmdb51_classes_are_alphabetical_from_split_file_names_and_unused_left_o
 
 def test_awkward_names_round_trip_through_the_csvs(tmp_path, tiny_official):
     src = make_hmdb(tmp_path / "src")
-    out = splits.write_manifests("hmdb51", src, tmp_path / "out")
+    out = splits_step.write_manifests("hmdb51", src, tmp_path / "out")
     listed = {f"{c}/{n}" for c, names in AWKWARD.items() for n in names}
     seen = set()
     for k in (1, 2, 3):
-        frame = splits.read_manifest(out / f"split{k}.csv")
+        frame = manifests.read_manifest(out / f"split{k}.csv")
         assert all((src / p).is_file() for p in frame.path)
         assert (frame.video_id + ".avi").tolist() == frame.path.tolist()
         plain = pd.read_csv(out / f"split{k}.csv", dtype=str, keep_default_na=False)
@@ -226,7 +227,7 @@ def test_hmdb51_class_without_all_three_split_files_is_an_error(tmp_path, tiny_o
     src = make_hmdb(tmp_path / "src")
     (src / "testTrainMulti_7030_splits" / "clap_test_split2.txt").unlink()
     with pytest.raises(DataError, match=r"classes without all three split files: clap \(has \[1, 3\]\)"):
-        splits.write_manifests("hmdb51", src, tmp_path / "out")
+        splits_step.write_manifests("hmdb51", src, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,20 +283,20 @@ def synth_sources(tmp_path_factory, synth_params) -> dict[str, Path]:
 
 
 def test_synthetic_ucf101_parses_with_param_counts_pairs_and_quirk(tmp_path, synth_sources, synth_params):
-    out = splits.write_manifests("synth_ucf101", synth_sources["ucf101"], tmp_path / "m", synth_params)
+    out = splits_step.write_manifests("synth_ucf101", synth_sources["ucf101"], tmp_path / "m", synth_params)
     names = synthetic.class_names("ucf101", 3)
-    assert splits.read_manifest(out / "classes.csv").class_name.tolist() == names
+    assert manifests.read_manifest(out / "classes.csv").class_name.tolist() == names
     for k in (1, 2, 3):
-        frame = splits.read_manifest(out / f"split{k}.csv")
+        frame = manifests.read_manifest(out / f"split{k}.csv")
         assert (frame.subset == "train").sum() == 3 * 14 and (frame.subset == "test").sum() == 3 * 7
         test_groups = {int(v.rsplit("_g", 1)[1][:2]) for v in frame[frame.subset == "test"].video_id}
         assert test_groups == set(range(7 * k - 6, 7 * k + 1))
-    frame = splits.read_manifest(out / "split1.csv")
+    frame = manifests.read_manifest(out / "split1.csv")
     quirk = frame[frame.class_name == "HandstandPushups"]
     assert quirk.path.str.startswith("UCF-101/HandstandPushups/v_HandStandPushups_g").all()
     corrupt = {c["video_id"] for c in synthetic.corrupt_videos(synth_sources["ucf101_raw"])}
     assert corrupt and corrupt <= set(frame.video_id)                  # listed: decode quarantines them
-    pairs = splits.read_manifest(out / "reversal_pairs.csv")
+    pairs = manifests.read_manifest(out / "reversal_pairs.csv")
     assert pairs.values.tolist() == [["ApplyEyeMakeup", "ApplyLipstick", 0, 1]]
 
 
@@ -310,14 +311,14 @@ def test_synthetic_hmdb51_through_the_cli_with_default_paths(tmp_path, synth_sou
     summary = json.loads((out / "summary.json").read_text())
     assert {k: (v["train"], v["test"], v["unused"]) for k, v in summary["splits"].items()} == {
         k: (9, 6, 3) for k in ("1", "2", "3")}
-    s1, s2 = (splits.read_manifest(out / f"split{k}.csv") for k in (1, 2))
+    s1, s2 = (manifests.read_manifest(out / f"split{k}.csv") for k in (1, 2))
     assert set(s1[s1.subset == "test"].video_id) != set(s2[s2.subset == "test"].video_id)
     for ch in "#!&'[( ":
         assert s1.video_id.str.contains(ch, regex=False).any(), ch
-    assert splits.read_manifest(out / "reversal_pairs.csv").values.tolist() == [["brush_hair", "cartwheel", 0, 1]]
+    assert manifests.read_manifest(out / "reversal_pairs.csv").values.tolist() == [["brush_hair", "cartwheel", 0, 1]]
 
 
 def test_synthetic_data_from_other_params_is_refused(tmp_path, synth_sources, synth_params):
     params = {**synth_params, "synth": {**synth_params["synth"], "hmdb51": dict(SYNTH["hmdb51"], train_per_class=4)}}
     with pytest.raises(DataError, match=r"params synth.hmdb51 .*split 1: 9 train videos \(expected 12\).*regenerate"):
-        splits.write_manifests("synth_hmdb51", synth_sources["hmdb51"], tmp_path / "m", params)
+        splits_step.write_manifests("synth_hmdb51", synth_sources["hmdb51"], tmp_path / "m", params)

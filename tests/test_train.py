@@ -18,7 +18,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from actionrepro import config, train as tr
+from actionrepro import config
+from actionrepro.data import validation
+from actionrepro.engine import loop, runner, step
 from actionrepro.engine import checkpoint, determinism, optim
 from actionrepro.errors import ActionReproError, ConfigError, DataError
 from actionrepro.inputs import InputSpec
@@ -121,18 +123,18 @@ def kill_after(epoch_to_die: int):
 def test_resume_after_kill_ends_with_bit_identical_weights(tmp_path, train_cfg):
     params = demo_params(**train_cfg)
     straight = tmp_path / "straight"
-    tr.fit(built(), TinyClips(), TinyClips(n=9, seed=0), params, straight, progress=False)
+    loop.fit(built(), TinyClips(), TinyClips(n=9, seed=0), params, straight, progress=False)
 
     resumed = tmp_path / "resumed"
     with pytest.raises(Killed):
-        tr.fit(built(), TinyClips(), TinyClips(n=9, seed=0), params, resumed, on_epoch_end=kill_after(2),
+        loop.fit(built(), TinyClips(), TinyClips(n=9, seed=0), params, resumed, on_epoch_end=kill_after(2),
                progress=False)
     assert torch.load(resumed / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert not (resumed / "metrics.json").exists()
     # the process died: all RNGs move on before the re-run, which must not matter
     torch.rand(123), np.random.rand(7)
     data = TinyClips()
-    tr.fit(built(), data, TinyClips(n=9, seed=0), params, resumed, progress=False)
+    loop.fit(built(), data, TinyClips(n=9, seed=0), params, resumed, progress=False)
     assert data.epochs_seen == [2, 3]  # only the missing epochs ran, each with its own epoch number
 
     a, b = saved_model(straight), saved_model(resumed)
@@ -148,17 +150,17 @@ def test_weights_differ_without_rng_restore_so_the_resume_test_can_fail(tmp_path
     """Guard for the test above: the stand-in data really depend on the RNG stream."""
     params = demo_params()
     out1, out2 = tmp_path / "a", tmp_path / "b"
-    tr.fit(built(), TinyClips(), None, params, out1, progress=False)
+    loop.fit(built(), TinyClips(), None, params, out1, progress=False)
     params["seed"] = 1
-    tr.fit(built(), TinyClips(), None, params, out2, progress=False)
+    loop.fit(built(), TinyClips(), None, params, out2, progress=False)
     a, b = saved_model(out1), saved_model(out2)
     assert not torch.equal(a["fc.weight"], b["fc.weight"])
 
 
 def test_same_seed_gives_same_weights_on_cpu(tmp_path):
     params = demo_params(epochs=2)
-    tr.fit(built(), TinyClips(), None, params, tmp_path / "a", progress=False)
-    tr.fit(built(), TinyClips(), None, params, tmp_path / "b", progress=False)
+    loop.fit(built(), TinyClips(), None, params, tmp_path / "a", progress=False)
+    loop.fit(built(), TinyClips(), None, params, tmp_path / "b", progress=False)
     a, b = saved_model(tmp_path / "a"), saved_model(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -166,10 +168,10 @@ def test_same_seed_gives_same_weights_on_cpu(tmp_path):
 def test_rerun_of_a_finished_run_trains_nothing(tmp_path):
     params = demo_params(epochs=2)
     out = tmp_path / "run"
-    tr.fit(built(), TinyClips(), None, params, out, progress=False)
+    loop.fit(built(), TinyClips(), None, params, out, progress=False)
     before = (out / "checkpoint.pt").read_bytes()
     data = TinyClips()
-    tr.fit(built(), data, None, params, out, progress=False)
+    loop.fit(built(), data, None, params, out, progress=False)
     assert data.epochs_seen == []
     assert (out / "checkpoint.pt").read_bytes() == before
 
@@ -178,11 +180,11 @@ def test_rerun_of_a_finished_run_trains_nothing(tmp_path):
 def test_checkpoint_from_other_settings_or_weights_is_not_resumed(tmp_path, caplog, change):
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        tr.fit(built(), TinyClips(), None, demo_params(), out, on_epoch_end=kill_after(1), progress=False)
+        loop.fit(built(), TinyClips(), None, demo_params(), out, on_epoch_end=kill_after(1), progress=False)
     data = TinyClips()
     params, model = (demo_params(lr=0.02), built()) if change == "lr" else (demo_params(), built(seed=7))
-    with caplog.at_level(logging.WARNING, logger="actionrepro.train"):
-        tr.fit(model, data, None, params, out, progress=False)
+    with caplog.at_level(logging.WARNING, logger="actionrepro.engine.loop"):
+        loop.fit(model, data, None, params, out, progress=False)
     assert data.epochs_seen == [0, 1, 2, 3]
     assert "starting this run over" in caplog.text
 
@@ -191,7 +193,7 @@ def test_checkpoint_from_other_settings_or_weights_is_not_resumed(tmp_path, capl
 def test_zero_epochs_records_the_given_weights_unchanged(tmp_path):
     model = built()
     start = copy.deepcopy(model.state_dict())
-    metrics = tr.fit(model, TinyClips(), None, demo_params(), tmp_path / "run", epochs=0, progress=False)
+    metrics = loop.fit(model, TinyClips(), None, demo_params(), tmp_path / "run", epochs=0, progress=False)
     final = saved_model(tmp_path / "run")
     assert all(torch.equal(final[k], start[k]) for k in start)
     assert metrics["epochs"] == 0 and metrics["train_acc"] is None
@@ -200,7 +202,7 @@ def test_zero_epochs_records_the_given_weights_unchanged(tmp_path):
 
 def test_checkpoint_holds_plain_data_and_loads_with_weights_only(tmp_path):
     out = tmp_path / "run"
-    tr.fit(built(), TinyClips(), None, demo_params(epochs=1), out, progress=False)
+    loop.fit(built(), TinyClips(), None, demo_params(epochs=1), out, progress=False)
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "history"} <= set(state)
     assert set(state["rng"][0]) == {"torch", "numpy", "python", "cuda"}
@@ -285,7 +287,7 @@ def test_partial_bn_trains_only_the_first_batchnorm(tmp_path):
     model = built()
     bn1, bn2 = model.features[1], model.features[4]
     before = copy.deepcopy(model.state_dict())
-    tr.fit(model, TinyClips(), None, demo_params(epochs=1, partial_bn=True), tmp_path / "run", progress=False)
+    loop.fit(model, TinyClips(), None, demo_params(epochs=1, partial_bn=True), tmp_path / "run", progress=False)
     after = saved_model(tmp_path / "run")
     for key in ("weight", "bias", "running_mean", "running_var"):
         assert not torch.equal(before[f"features.1.{key}"], after[f"features.1.{key}"]), key
@@ -296,8 +298,8 @@ def test_partial_bn_trains_only_the_first_batchnorm(tmp_path):
 
 def test_partial_bn_keeps_frozen_layers_in_eval_mode_after_train():
     model = TinyNet()
-    frozen = tr.freeze_partial_bn(model)
-    tr.set_train_mode(model, frozen)
+    frozen = loop.freeze_partial_bn(model)
+    loop.set_train_mode(model, frozen)
     assert frozen == [model.features[4]]
     assert model.features[1].training and not model.features[4].training and model.fc.training
 
@@ -305,8 +307,8 @@ def test_partial_bn_keeps_frozen_layers_in_eval_mode_after_train():
 def test_gradient_accumulation_matches_one_big_batch(tmp_path):
     small = demo_params(epochs=2, batch_size=4, accumulate=2, clip_grad_norm=None)
     big = demo_params(epochs=2, batch_size=8, accumulate=1, clip_grad_norm=None)
-    tr.fit(built(bn=False, dropout=0.0), FixedClips(), None, small, tmp_path / "acc", progress=False)
-    tr.fit(built(bn=False, dropout=0.0), FixedClips(), None, big, tmp_path / "big", progress=False)
+    loop.fit(built(bn=False, dropout=0.0), FixedClips(), None, small, tmp_path / "acc", progress=False)
+    loop.fit(built(bn=False, dropout=0.0), FixedClips(), None, big, tmp_path / "big", progress=False)
     a, b = saved_model(tmp_path / "acc"), saved_model(tmp_path / "big")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
@@ -318,7 +320,7 @@ def test_gradient_clipping_bounds_the_update():
     before = [p.detach().clone() for p in model.parameters()]
     loss = model(torch.full((3, 4), 100.0)).pow(2).sum()
     loss.backward()
-    tr.optimizer_step(opt, clip_grad_norm=0.01)
+    step.optimizer_step(opt, clip_grad_norm=0.01)
     moved = torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before)])
     assert moved.norm() == pytest.approx(0.01, rel=1e-4)
     assert all(p.grad is None for p in model.parameters())
@@ -338,7 +340,7 @@ class WithPenalty(TinyNet):
 def test_auxiliary_loss_is_added_to_the_training_loss(tmp_path):
     torch.manual_seed(0)
     model = WithPenalty()
-    tr.fit(model, TinyClips(), None, demo_params(epochs=1, weight_decay=0.0), tmp_path / "run", progress=False)
+    loop.fit(model, TinyClips(), None, demo_params(epochs=1, weight_decay=0.0), tmp_path / "run", progress=False)
     gate = saved_model(tmp_path / "run")["gate"]
     assert gate.abs().max() < 0.9  # only the auxiliary term gives it a gradient
     history = pd.read_csv(tmp_path / "run" / "history.csv")
@@ -346,8 +348,8 @@ def test_auxiliary_loss_is_added_to_the_training_loss(tmp_path):
 
 
 def test_mixed_precision_and_channels_last_are_ignored_on_cpu_with_a_log_line(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="actionrepro.train"):
-        metrics = tr.fit(built(), TinyClips(), None, demo_params(epochs=1, amp="bf16", channels_last=True),
+    with caplog.at_level(logging.INFO, logger="actionrepro.engine.loop"):
+        metrics = loop.fit(built(), TinyClips(), None, demo_params(epochs=1, amp="bf16", channels_last=True),
                          tmp_path / "run", progress=False)
     assert metrics["amp"] == "off" and metrics["device"] == "cpu"
     assert "amp=bf16 ignored on cpu" in caplog.text and "channels_last ignored" in caplog.text
@@ -355,14 +357,14 @@ def test_mixed_precision_and_channels_last_are_ignored_on_cpu_with_a_log_line(tm
 
 def test_an_empty_training_set_is_a_clear_data_error(tmp_path):
     with pytest.raises(DataError, match="no training clips"):
-        tr.fit(built(), TinyClips(n=0), None, demo_params(), tmp_path / "run", progress=False)
+        loop.fit(built(), TinyClips(n=0), None, demo_params(), tmp_path / "run", progress=False)
 
 
 def test_global_batch_must_divide_over_processes(tmp_path):
     from actionrepro.engine.distributed import Context
 
     with pytest.raises(ConfigError, match="batch_size=5"):
-        tr.fit(built(), TinyClips(), None, demo_params(batch_size=5), tmp_path / "run",
+        loop.fit(built(), TinyClips(), None, demo_params(batch_size=5), tmp_path / "run",
                ctx=Context(world_size=2), progress=False)
 
 
@@ -381,20 +383,20 @@ def test_ucf_validation_takes_whole_groups_from_the_train_split_only():
     manifest = ucf_manifest()
     train_videos = manifest[manifest.subset == "train"]
     test_ids = set(manifest.video_id[manifest.subset == "test"])
-    keep, val = tr.carve_validation(train_videos, 0.2, seed=0, by_group=True)
+    keep, val = validation.carve_validation(train_videos, 0.2, seed=0, by_group=True)
     assert set(keep) | set(val) == set(train_videos.video_id) and not set(keep) & set(val)
     assert not set(val) & test_ids
-    val_groups, keep_groups = {tr.ucf_group(v) for v in val}, {tr.ucf_group(v) for v in keep}
+    val_groups, keep_groups = {validation.ucf_group(v) for v in val}, {validation.ucf_group(v) for v in keep}
     assert not val_groups & keep_groups and all(g >= 8 for g in val_groups)
     assert len(val_groups) == 4  # ceil(0.2 * 18 training groups)
-    assert tr.carve_validation(train_videos, 0.2, seed=0, by_group=True) == (keep, val)  # seeded
-    assert tr.carve_validation(train_videos, 0.2, seed=1, by_group=True) != (keep, val)
+    assert validation.carve_validation(train_videos, 0.2, seed=0, by_group=True) == (keep, val)  # seeded
+    assert validation.carve_validation(train_videos, 0.2, seed=1, by_group=True) != (keep, val)
 
 
 def test_hmdb_validation_is_stratified_by_class():
     videos = pd.DataFrame({"video_id": [f"c{c}/clip{i}#x.avi" for c in range(4) for i in range(70)],
                            "label": [c for c in range(4) for _ in range(70)]})
-    keep, val = tr.carve_validation(videos, 0.1, seed=0, by_group=False)
+    keep, val = validation.carve_validation(videos, 0.1, seed=0, by_group=False)
     counts = videos.set_index("video_id").loc[val, "label"].value_counts()
     assert sorted(counts.index) == [0, 1, 2, 3] and set(counts) == {7}
     assert len(keep) == 252 and not set(keep) & set(val)
@@ -402,7 +404,7 @@ def test_hmdb_validation_is_stratified_by_class():
 
 def test_validation_needs_group_tags_for_ucf():
     with pytest.raises(DataError, match="no UCF101 group tag"):
-        tr.carve_validation(pd.DataFrame({"video_id": ["a.avi", "b.avi"], "label": [0, 1]}), 0.5, 0, True)
+        validation.carve_validation(pd.DataFrame({"video_id": ["a.avi", "b.avi"], "label": [0, 1]}), 0.5, 0, True)
 
 
 def test_best_validation_epoch_is_the_model_kept_and_says_so(tmp_path):
@@ -413,7 +415,7 @@ def test_best_validation_epoch_is_the_model_kept_and_says_so(tmp_path):
         per_epoch[epoch] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
 
     params = demo_params(epochs=4, val_fraction=0.25, lr=0.2)
-    metrics = tr.fit(built(), TinyClips(noise=2.0), TinyClips(n=12, noise=2.0, seed=0), params, out,
+    metrics = loop.fit(built(), TinyClips(noise=2.0), TinyClips(n=12, noise=2.0, seed=0), params, out,
                      on_epoch_end=remember, progress=False)
     history = pd.read_csv(out / "history.csv")
     best = int(history.epoch[history.val_acc.idxmax()])  # first maximum: ties keep the earlier epoch
@@ -428,7 +430,7 @@ def test_best_validation_epoch_is_the_model_kept_and_says_so(tmp_path):
 
 def test_without_validation_the_last_epoch_is_kept(tmp_path):
     out = tmp_path / "run"
-    metrics = tr.fit(built(), TinyClips(), None, demo_params(epochs=2), out, progress=False)
+    metrics = loop.fit(built(), TinyClips(), None, demo_params(epochs=2), out, progress=False)
     assert metrics["selection"] == "last_epoch" and metrics["selected_epoch"] == 2
     assert metrics["val_acc"] is None
     history = pd.read_csv(out / "history.csv")
@@ -470,7 +472,7 @@ def test_train_writes_the_run_directory_and_validates_on_train_videos_only(tmp_p
     sets = []
     manifest = install_fakes(monkeypatch, sets)
     params = demo_params(epochs=2, val_fraction=0.2)
-    out = tr.train("synth_ucf101", 1, "tsn", params)
+    out = runner.train("synth_ucf101", 1, "tsn", params)
     assert out == Path("runs/synth_ucf101/split1/tsn/dense")
     for name in ("checkpoint.pt", "history.csv", "metrics.json", "model.json"):
         assert (out / name).is_file(), name
@@ -493,7 +495,7 @@ def test_train_accepts_a_built_model_with_epoch_and_lr_overrides(tmp_path, monke
     install_fakes(monkeypatch, [])
     model = TinyNet()
     calls = []
-    out = tr.train("synth_ucf101", 1, "tsn", demo_params(epochs=5), variant="pruned-0.3", model=model,
+    out = runner.train("synth_ucf101", 1, "tsn", demo_params(epochs=5), variant="pruned-0.3", model=model,
                    epochs=1, lr=0.001, init=lambda m: calls.append(m), model_record={"pruned": {"ratio": 0.3}})
     assert out.name == "pruned-0.3" and calls == [model]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -506,17 +508,19 @@ def test_train_without_manifests_names_the_missing_step(tmp_path, monkeypatch):
     install_fakes(monkeypatch, [])
     Path("data/manifests/synth_ucf101/classes.csv").unlink()
     with pytest.raises(DataError, match="actionrepro splits synth_ucf101"):
-        tr.train("synth_ucf101", 1, "tsn", demo_params())
+        runner.train("synth_ucf101", 1, "tsn", demo_params())
 
 
 # ---------------------------------------------------------------- through the real dataset and registry
 def _make_synthetic(params: dict) -> None:
-    from actionrepro.data import archives, decode, download, splits
+    from actionrepro.data import archives, download
+    from actionrepro.steps import decode as decode_step
+    from actionrepro.steps import splits as splits_step
 
     download.download_dataset("synth_ucf101", params)
     archives.extract_dataset("synth_ucf101", progress=False)
-    splits.write_manifests("synth_ucf101", params=params)
-    decode.decode_dataset("synth_ucf101", params, workers=1)
+    splits_step.write_manifests("synth_ucf101", params=params)
+    decode_step.decode_dataset("synth_ucf101", params, workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -543,7 +547,7 @@ def test_train_through_the_real_dataset_and_registry_gives_a_rebuildable_model(s
     from actionrepro.models.registry import build_model
 
     monkeypatch.chdir(synth_root)
-    out = tr.train("synth_ucf101", 1, "tsn", real_params(val_fraction=0.2))
+    out = runner.train("synth_ucf101", 1, "tsn", real_params(val_fraction=0.2))
     metrics = json.loads((out / "metrics.json").read_text())
     record = json.loads((out / "model.json").read_text())
     manifest = pd.read_csv("data/manifests/synth_ucf101/split1.csv")
@@ -559,9 +563,9 @@ def test_train_through_the_real_dataset_and_registry_gives_a_rebuildable_model(s
 def test_killed_and_rerun_train_step_matches_an_uninterrupted_one(synth_root, monkeypatch):
     monkeypatch.chdir(synth_root)
     params = real_params(epochs=3)
-    straight = tr.train("synth_ucf101", 1, "tsn", params, variant="straight")
+    straight = runner.train("synth_ucf101", 1, "tsn", params, variant="straight")
     with pytest.raises(Killed):
-        tr.train("synth_ucf101", 1, "tsn", params, variant="killed", on_epoch_end=kill_after(1))
-    resumed = tr.train("synth_ucf101", 1, "tsn", params, variant="killed")
+        runner.train("synth_ucf101", 1, "tsn", params, variant="killed", on_epoch_end=kill_after(1))
+    resumed = runner.train("synth_ucf101", 1, "tsn", params, variant="killed")
     a, b = saved_model(straight), saved_model(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)

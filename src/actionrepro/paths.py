@@ -1,4 +1,4 @@
-"""The output layout: the contract between steps (see DESIGN.md, "Outputs").
+"""The data layout: where each data step writes (run directories: actionrepro.runs).
 
 All paths are relative to the project root (the working directory of every step), so that
 Snakemake, DVC and the CLI name the same files.
@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path("data")
-RUNS = Path("runs")
 REPORTS = Path("reports")
 LOGS = Path("logs")
 
@@ -33,6 +32,3 @@ def frames_dir(dataset: str) -> Path:
 def flow_dir(dataset: str) -> Path:
     return DATA / "flow" / dataset
 
-
-def run_dir(dataset: str, split: int, model: str, variant: str = "dense") -> Path:
-    return RUNS / dataset / f"split{split}" / model / variant

@@ -2,10 +2,12 @@
 
 
 rule download:
+    input:
+        code=dag.step_code("download"),
     output:
         "data/raw/{dataset}/download.json",
     params:
-        **rule_params("download", synth=synth_of, seed=seed_of),
+        **dag.rule_params("download", config, synth=dag.synth_of(config), seed=dag.seed_of(config)),
     log:
         "logs/download/{dataset}.log",
     benchmark:
@@ -18,16 +20,17 @@ rule download:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("download {wildcards.dataset}")
+        dag.cli("download {wildcards.dataset}", PARAMS_FILE)
 
 
 rule extract:
     input:
         "data/raw/{dataset}/download.json",
+        code=dag.step_code("extract"),
     output:
         "data/videos/{dataset}/.extracted.json",
     params:
-        **rule_params("extract"),
+        **dag.rule_params("extract", config),
     log:
         "logs/extract/{dataset}.log",
     benchmark:
@@ -40,18 +43,19 @@ rule extract:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("extract {wildcards.dataset}")
+        dag.cli("extract {wildcards.dataset}", PARAMS_FILE)
 
 
 rule splits:
     input:
         "data/videos/{dataset}/.extracted.json",
+        code=dag.step_code("splits"),
     output:
         classes="data/manifests/{dataset}/classes.csv",
         splits=expand("data/manifests/{{dataset}}/split{k}.csv", k=[1, 2, 3]),
         summary="data/manifests/{dataset}/summary.json",
     params:
-        **rule_params("splits", synth=synth_of),
+        **dag.rule_params("splits", config, synth=dag.synth_of(config)),
     log:
         "logs/splits/{dataset}.log",
     benchmark:
@@ -64,4 +68,4 @@ rule splits:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("splits {wildcards.dataset}")
+        dag.cli("splits {wildcards.dataset}", PARAMS_FILE)

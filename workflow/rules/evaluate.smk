@@ -5,21 +5,22 @@ rule evaluate:
     input:
         metrics="runs/{dataset}/split{split}/{model}/{variant}/metrics.json",
         model="runs/{dataset}/split{split}/{model}/{variant}/model.json",
+        code=dag.step_code("evaluate"),
     output:
         "runs/{dataset}/split{split}/{model}/{variant}/eval.json",
     params:
-        **rule_params("evaluate"),
+        **dag.rule_params("evaluate", config),
     log:
         "logs/evaluate/{dataset}-split{split}-{model}-{variant}.log",
     benchmark:
         "benchmarks/evaluate/{dataset}-split{split}-{model}-{variant}.tsv"
-    threads: TRAIN_THREADS
+    threads: LAUNCH.train_threads
     priority: PRIORITY["evaluate"]
     resources:
-        gpu=EVAL_GPUS,
-        mem_mb=TRAIN_MEM_MB,
+        gpu=LAUNCH.eval_gpus,
+        mem_mb=LAUNCH.train_mem_mb,
         runtime=240,
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("evaluate {wildcards.dataset} {wildcards.split} {wildcards.model} --variant {wildcards.variant}")
+        dag.cli("evaluate {wildcards.dataset} {wildcards.split} {wildcards.model} --variant {wildcards.variant}", PARAMS_FILE)

@@ -6,17 +6,18 @@ rule decode:
     input:
         "data/videos/{dataset}/.extracted.json",
         "data/manifests/{dataset}/summary.json",
+        code=dag.step_code("decode"),
     output:
         index="data/frames/{dataset}/index.csv",
         quarantine="data/frames/{dataset}/quarantine.csv",
         summary="data/frames/{dataset}/summary.json",
     params:
-        **rule_params("decode"),
+        **dag.rule_params("decode", config),
     log:
         "logs/decode/{dataset}.log",
     benchmark:
         "benchmarks/decode/{dataset}.tsv"
-    threads: DATA_THREADS
+    threads: LAUNCH.data_threads
     priority: PRIORITY["decode"]
     resources:
         gpu=0,
@@ -25,22 +26,23 @@ rule decode:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("decode {wildcards.dataset}")
+        dag.cli("decode {wildcards.dataset}", PARAMS_FILE)
 
 
 rule flow:
     input:
         "data/frames/{dataset}/summary.json",
+        code=dag.step_code("flow"),
     output:
         index="data/flow/{dataset}/index.csv",
         summary="data/flow/{dataset}/summary.json",
     params:
-        **rule_params("flow"),
+        **dag.rule_params("flow", config),
     log:
         "logs/flow/{dataset}.log",
     benchmark:
         "benchmarks/flow/{dataset}.tsv"
-    threads: DATA_THREADS
+    threads: LAUNCH.data_threads
     priority: PRIORITY["flow"]
     resources:
         gpu=0,
@@ -49,4 +51,4 @@ rule flow:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("flow {wildcards.dataset}")
+        dag.cli("flow {wildcards.dataset}", PARAMS_FILE)

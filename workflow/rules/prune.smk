@@ -6,23 +6,25 @@ rule prune:
     input:
         metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
         model="runs/{dataset}/split{split}/{model}/dense/model.json",
+        code=dag.step_code("prune"),
     output:
         model="runs/{dataset}/split{split}/{model}/pruned-{ratio}/model.json",
         history="runs/{dataset}/split{split}/{model}/pruned-{ratio}/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/pruned-{ratio}/metrics.json",
     params:
-        **rule_params("prune"),
+        **dag.rule_params("prune", config),
     log:
         "logs/prune/{dataset}-split{split}-{model}-{ratio}.log",
     benchmark:
         "benchmarks/prune/{dataset}-split{split}-{model}-{ratio}.tsv"
-    threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
+    threads: LAUNCH.train_threads * max(1, LAUNCH.train_gpus)
     priority: PRIORITY["prune"]
     resources:
-        gpu=TRAIN_GPUS,
-        mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),
+        gpu=LAUNCH.train_gpus,
+        mem_mb=LAUNCH.train_mem_mb * max(1, LAUNCH.train_gpus),
         runtime=720,
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("prune {wildcards.dataset} {wildcards.split} {wildcards.model} {wildcards.ratio}", TRAINER, RANK_THREADS)
+        dag.cli("prune {wildcards.dataset} {wildcards.split} {wildcards.model} {wildcards.ratio}", PARAMS_FILE,
+            LAUNCH.trainer, LAUNCH.rank_threads)

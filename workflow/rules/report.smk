@@ -4,7 +4,8 @@
 
 rule report:
     input:
-        report_inputs,
+        runs=dag.run_targets(config),
+        code=dag.step_code("report"),
     output:
         results=report(REPORT_FILES["results"], category="Results", subcategory="Tables",
                        caption="../report/results.rst", labels={"file": "results.csv"}),
@@ -23,7 +24,7 @@ rule report:
                     labels={"file": "report.html"}),
     params:
         # the report reads the whole params file (target lists, protocols, provenance, params hash)
-        whole_params=_key_sorted(config),
+        whole_params=dag.key_sorted(config),
     log:
         "logs/report.log",
     benchmark:
@@ -36,4 +37,4 @@ rule report:
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("report")
+        dag.cli("report", PARAMS_FILE)

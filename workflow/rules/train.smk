@@ -6,24 +6,27 @@
 
 rule train:
     input:
-        train_inputs,
+        data=dag.train_inputs,
+        code=dag.step_code("train"),
+        model_code=dag.model_code_of,
     output:
         model="runs/{dataset}/split{split}/{model}/dense/model.json",
         history="runs/{dataset}/split{split}/{model}/dense/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
     params:
-        **rule_params("train", architectures=options_of),
+        **dag.rule_params("train", config, architectures=dag.options_of(config)),
     log:
         "logs/train/{dataset}-split{split}-{model}.log",
     benchmark:
         "benchmarks/train/{dataset}-split{split}-{model}.tsv"
-    threads: TRAIN_THREADS * max(1, TRAIN_GPUS)
+    threads: LAUNCH.train_threads * max(1, LAUNCH.train_gpus)
     priority: PRIORITY["train"]
     resources:
-        gpu=TRAIN_GPUS,
-        mem_mb=TRAIN_MEM_MB * max(1, TRAIN_GPUS),
+        gpu=LAUNCH.train_gpus,
+        mem_mb=LAUNCH.train_mem_mb * max(1, LAUNCH.train_gpus),
         runtime=1440,
     conda:
         "../envs/actionrepro.yaml"
     shell:
-        cli("train {wildcards.dataset} {wildcards.split} {wildcards.model}", TRAINER, RANK_THREADS)
+        dag.cli("train {wildcards.dataset} {wildcards.split} {wildcards.model}", PARAMS_FILE, LAUNCH.trainer,
+            LAUNCH.rank_threads)

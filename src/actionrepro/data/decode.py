@@ -1,6 +1,6 @@
-"""The decode step: every video the splits name, decoded once, into the frame store.
+"""Decoding videos into frame stores: one video in a worker process, a pool of them with timeouts.
 
-Output, under paths.frames_dir(dataset):
+The decode step (actionrepro.steps.decode) writes, under paths.frames_dir(dataset):
   <path with .avi -> .frames>   one store per video (store.py), mirroring data/videos/<ds>
   index.csv        stored videos: video_id, path, store_path (relative to this folder), num_frames,
                    header_frames, height, width, fps
@@ -32,27 +32,18 @@ reports the error a timing-dependent number of frames early, so the frames kept 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import math
 import multiprocessing as mp
 import os
-import re
 import struct
 import time
 from multiprocessing.connection import wait
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from actionrepro import paths
 from actionrepro.data import journal, store
-from actionrepro.errors import ActionReproError, DataError
-from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +51,7 @@ MIN_FRAME_FRACTION = 0.5
 REASONS = ("open_failed", "decode_error", "truncated", "timeout", "no_frames")
 INDEX_COLUMNS = ["video_id", "path", "store_path", "num_frames", "header_frames", "height", "width", "fps"]
 QUARANTINE_COLUMNS = ["video_id", "path", "reason", "detail"]
-MANIFEST_COLUMNS = ["video_id", "path", "label", "class_name", "subset"]
 JOURNAL = journal.FILE_NAME
-_SPLIT_FILE = re.compile(r"split(\d+)\.csv")
 
 
 # ---------------------------------------------------------------- one video (runs in a worker)
@@ -334,145 +323,7 @@ def store_relpath(video_path: str) -> PurePosixPath:
     return rel.with_name(name + store.SUFFIX)
 
 
-def load_manifests(dataset: str) -> pd.DataFrame:
-    """All split<k>.csv rows of `dataset` with a `split` column; DataError if absent or malformed."""
-    import pandas as pd
-
-    folder = paths.manifests_dir(dataset)
-    files = sorted((int(m.group(1)), entry.path) for entry in (os.scandir(folder) if folder.is_dir() else [])
-                   if (m := _SPLIT_FILE.fullmatch(entry.name)))
-    if not files:
-        raise DataError(f"no split manifests (split<k>.csv) in {folder}; run `actionrepro splits {dataset}` first")
-    frames = []
-    for k, file in files:
-        table = pd.read_csv(file, dtype=str, keep_default_na=False, na_filter=False)
-        missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
-        if missing:
-            raise DataError(f"{file} lacks column(s) {', '.join(missing)} (expected {', '.join(MANIFEST_COLUMNS)}); "
-                            f"re-run `actionrepro splits {dataset}`")
-        for p in table["path"]:
-            rel = PurePosixPath(p)
-            if not p or rel.is_absolute() or ".." in rel.parts:
-                raise DataError(f"{file} names video path {p!r}, which is not relative to data/videos/{dataset}; "
-                                f"re-run `actionrepro splits {dataset}`")
-        frames.append(table.assign(split=k))
-    return pd.concat(frames, ignore_index=True)
-
-
-def decode_dataset(dataset: str, params: dict, workers: int) -> None:
-    """Decode the union of the videos named by data/manifests/<ds>/split*.csv into data/frames/<ds>."""
-    import pandas as pd  # here, not at the top: workers import this module and need only cv2 + decord
-    from tqdm import tqdm
-
-    cfg = params["decode"]
-    short_side, quality = int(cfg["short_side"]), int(cfg["jpeg_quality"])
-    timeout_s, max_bad = float(cfg["timeout_s"]), float(cfg["max_bad_fraction"])
-    settings = {"short_side": short_side, "jpeg_quality": quality, "min_frame_fraction": MIN_FRAME_FRACTION,
-                "store_version": store.VERSION}
-    manifests = load_manifests(dataset)
-    ids = manifests.groupby("path")["video_id"].nunique()
-    if (ids > 1).any():
-        bad = ids[ids > 1].index[:5].tolist()
-        raise DataError(f"data/manifests/{dataset}: the same video path has different video_ids across splits "
-                        f"({bad}); re-run `actionrepro splits {dataset}`")
-    unique = manifests.drop_duplicates("path").sort_values("path")
-    videos = list(zip(unique.video_id, unique.path))  # (video_id, path), each video once
-
-    src_root, out_root = paths.videos_dir(dataset), paths.frames_dir(dataset)
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "summary.json").unlink(missing_ok=True)  # not complete until this run says so
-    journal.remove_stale_temps(out_root)
-    journal_file = out_root / JOURNAL
-    finished = journal.read(journal_file, settings, "path")
-    t0 = time.perf_counter()
-
-    stored: dict[str, dict] = {}
-    quarantined: dict[str, dict] = {}
-    todo: list[tuple[str, str]] = []
-    for video_id, path in videos:
-        rec = finished.get(path)
-        if journal.reusable(rec, out_root / store_relpath(path), src_root / path, "store_size", "source_size"):
-            stored[path] = rec
-        else:
-            todo.append((video_id, path))
-    reused = len(stored)
-    # longest first, so that one long video does not finish alone at the end
-    todo.sort(key=lambda v: -_size(src_root / v[1]))
-    tasks = [(str(src_root / path), str(out_root / store_relpath(path)), short_side, quality) for _, path in todo]
-    log.info("decode %s: %d videos in the splits, %d already stored, %d to decode with %d worker(s)",
-             dataset, len(videos), reused, len(todo), workers)
-
-    with journal.open_for_append(journal_file) as jf, \
-            tqdm(total=len(todo), desc=f"decode {dataset}", unit="video", mininterval=1.0) as bar:
-        def on_result(t: int, record: dict) -> None:
-            video_id, path = todo[t]
-            if record["status"] == "stored":
-                rel = store_relpath(path)
-                rec = {"video_id": video_id, "path": path, "store_path": str(rel),
-                       **{k: record[k] for k in ("num_frames", "header_frames", "height", "width", "fps")},
-                       "store_size": (out_root / rel).stat().st_size, "source_size": _size(src_root / path),
-                       "settings": settings}
-                jf.write(json.dumps(rec) + "\n")
-                jf.flush()
-                stored[path] = rec
-                if rec["num_frames"] < rec["header_frames"]:
-                    log.warning("%s: stored %d of the %d frames its header claims", path, rec["num_frames"],
-                                rec["header_frames"])
-            elif record["status"] == "failed":
-                raise ActionReproError(f"decode {dataset}: could not process {src_root / path}: {record['detail']}. "
-                                       f"Fix the cause (disk space, permissions on {out_root}) and re-run; "
-                                       f"the {len(stored)} stored videos are kept")
-            else:
-                quarantined[path] = {"video_id": video_id, "path": path,
-                                     "reason": record["reason"], "detail": record["detail"]}
-                log.warning("%s: quarantined (%s): %s", path, record["reason"], record["detail"])
-            bar.update(1)
-
-        run_pool(tasks, max(1, int(workers or 1)), timeout_s, on_result)
-
-    index = pd.DataFrame([{k: stored[p][k] for k in INDEX_COLUMNS} for _, p in videos if p in stored],
-                         columns=INDEX_COLUMNS)
-    bad = pd.DataFrame([quarantined[p] for _, p in videos if p in quarantined], columns=QUARANTINE_COLUMNS)
-    atomic_write_csv(out_root / "index.csv", index)
-    atomic_write_csv(out_root / "quarantine.csv", bad)
-    # compact the journal to the videos of this index
-    atomic_write_text(journal_file, "".join(json.dumps(stored[p]) + "\n" for p in index.path))
-
-    fraction = len(bad) / len(videos) if len(videos) else 0.0
-    if fraction > max_bad:
-        listing = "\n  ".join(f"{r.path}: {r.reason} ({r.detail})" for r in bad.head(20).itertuples())
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
-        raise DataError(
-            f"decode {dataset}: {len(bad)} of {len(videos)} videos ({fraction:.1%}) could not be decoded, above "
-            f"decode.max_bad_fraction = {max_bad:g}:\n  {listing}{more}\n"
-            f"The {len(index)} stored videos are kept. See {out_root / 'quarantine.csv'}; replace or re-extract "
-            f"these files (`actionrepro extract {dataset}`) and re-run, or raise decode.max_bad_fraction.")
-
-    usable = set(index.path)
-    per_split = {
-        f"split{k}": {subset: {"videos": int(len(g)), "usable": int(g.path.isin(usable).sum())}
-                      for subset, g in part.groupby("subset")}
-        for k, part in manifests.groupby("split")}
-    summary = {
-        "dataset": dataset,
-        "videos": int(len(videos)),
-        "stored": int(len(index)),
-        "frames": int(index.num_frames.sum()) if len(index) else 0,
-        "quarantined": {reason: int((bad.reason == reason).sum()) for reason in REASONS},
-        "quarantined_total": int(len(bad)),
-        "short_by_header": int((index.num_frames < index.header_frames).sum()) if len(index) else 0,
-        "bad_fraction": fraction,
-        "max_bad_fraction": max_bad,
-        "splits": per_split,
-        "settings": {**settings, "timeout_s": timeout_s, "workers": int(workers or 1)},
-        "this_run": {"decoded": len(todo), "reused": reused, "seconds": round(time.perf_counter() - t0, 3)},
-    }
-    atomic_write_json(out_root / "summary.json", summary)
-    log.info("decode %s: %d stored, %d quarantined (%s)", dataset, len(index), len(bad),
-             ", ".join(f"{k} {v}" for k, v in summary["quarantined"].items() if v) or "none")
-
-
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError:

@@ -63,6 +63,20 @@ class Dataset:
     def alternatives_for(self, name: str) -> tuple[Archive, ...]:
         return tuple(a for a in self.alternatives if a.alternative_of == name)
 
+    @property
+    def is_synthetic(self) -> bool:
+        return self.synthetic_of is not None
+
+    @property
+    def family(self) -> str:
+        """The official format this dataset follows: "ucf101" or "hmdb51"."""
+        return self.synthetic_of or self.name
+
+    @property
+    def grouped(self) -> bool:
+        """Clips come in groups that share actors and scenes (UCF101): split by group, never by clip."""
+        return self.family == "ucf101"
+
 
 UCF_HOME = "https://www.crcv.ucf.edu/data/UCF101.php"
 HMDB_HOME = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motion-database/"
@@ -166,3 +180,8 @@ def read_pin(pin: Path) -> str:
 
 def pin_text(sha256: str, name: str) -> str:
     return f"{sha256}  {name}\n"
+
+
+def dataset_names() -> list[str]:
+    """Every dataset the registry knows, in registry order (the CLI's choices)."""
+    return list(REGISTRY)

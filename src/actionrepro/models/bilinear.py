@@ -1,24 +1,10 @@
 """Compact bilinear pooling (count sketch + FFT), the STCB operator of STPN, as reusable layers.
 
-STCB(x_1..x_K) sketches each input x_k (n_k channels) to d dimensions with its own fixed random
-hash h_k: [0, n_k) -> [0, d) and sign s_k: [0, n_k) -> {-1, +1}, multiplies the sketches' FFTs and
-transforms back: the circular convolution of the K sketches, which is the count sketch of the
-outer product x_1 (x) ... (x) x_K, so <STCB(x), STCB(y)> estimates prod_k <x_k, y_k> without ever
-forming the n_1*...*n_K product (Gao et al., Compact Bilinear Pooling, CVPR 2016; Fukui et al.,
-MCB, EMNLP 2016). A signed square root and L2 normalisation follow.
-
-The inputs are NCHW maps (channels on dim 1, spatial dims broadcast between inputs, 1x1 for
-vectors) or (N, C) vectors. Each count sketch is a 1x1 convolution whose weight is the fixed
-(d, n) sketch matrix M[h[j], j] = s[j], held in a non-trainable buffer. Being a Conv2d, it is
-traced by torch-pruning like any conv: pruning the channels that feed it drops the matching
-columns of M (the surviving channels keep their hash and sign), with no custom pruner. Its d
-outputs are hash buckets mixed by the FFT, never features: list the sketches among a model's
-prune-ignored layers so their outputs are never pruned (their inputs still are).
-
-Note on symmetry: with one (h_k, s_k) per input, as here, STCB sketches the *ordered* product
-x_1 (x) x_2 (x) ...; swapping inputs changes the result (only its expected inner products are
-invariant to swapping both arguments alike). With one shared sketch for every input the FFT
-product commutes and STCB is exactly symmetric in its inputs.
+STCB(x_1..x_K) count-sketches each input with its own fixed hash and sign, multiplies the sketches'
+FFTs and applies signed sqrt and L2 normalisation (Gao et al., CVPR 2016; Fukui et al., EMNLP 2016).
+Each sketch is a fixed 1x1 conv: torch-pruning drops its input columns like any conv, and listing
+it among a model's prune-ignored layers keeps its d outputs (hash buckets, not features) whole.
+Details: docs/models.md ("Shared building blocks").
 """
 
 from __future__ import annotations

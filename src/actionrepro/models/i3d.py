@@ -1,9 +1,9 @@
 """I3D-R50: ResNet-50 inflated to 3D (Wang et al.'s 8x8 I3D baseline, without non-local blocks).
 
-Stem 5x7x7 (stride 1x2x2), max-pool 1x3x3, res2..res5 with 3x1x1 temporal kernels on the first
-conv of the blocks marked in `I3D_R50_INFLATE` (1x1x1 elsewhere), a 2x1x1 temporal max-pool after
-res2. 2D ImageNet kernels are repeated over t and divided by t, so a clip of identical frames gives
-the 2D network's features wherever the temporal zero padding does not reach.
+Temporal kernels of 3 on the first conv of the blocks marked in `I3D_R50_INFLATE`, a 2x1x1
+temporal max-pool after res2; 2D kernels are repeated over t and divided by t. Also the backbone
+under S2TF-Net (s2tfnet.py).
+Options and anchors: docs/models.md ("I3D-R50").
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import (init_like_torchvision, load_checked, read_state_file, resnet2d, resolve_pretrained,
                                           strip_classifier)
-from actionrepro.models.layers import (check_rgb, classifier, inflate_batchnorm, inflate_conv, inflate_maxpool,
-                                       to_clip)
+from actionrepro.models.layers import (check_dropout, check_posint, check_rgb, classifier, inflate_batchnorm,
+                                       inflate_conv, inflate_maxpool, to_clip)
 from actionrepro.models.registry import ModelInfo, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 # Which blocks of res2..res5 get a temporal kernel of 3 on their first conv (non-local I3D-R50).
 I3D_R50_INFLATE = ((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0))

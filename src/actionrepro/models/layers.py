@@ -13,6 +13,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from actionrepro.errors import ConfigError
+
 
 def check_rgb(rgb: torch.Tensor | None, model: str, frames: int | None = None) -> torch.Tensor:
     """Validate an rgb batch (B, T, 3, H, W); `frames` pins T for models built for one T."""
@@ -157,3 +159,16 @@ def adapt_stem(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
         if conv.bias is not None:
             out.bias.copy_(conv.bias)
     return out
+
+
+# ---------------------------------------------------------------- option checks
+def check_dropout(model: str, dropout: float) -> float:
+    if not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"architectures.{model}.dropout = {dropout!r}; use a probability in [0, 1)")
+    return float(dropout)
+
+
+def check_posint(model: str, key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"architectures.{model}.{key} = {value!r}; use a positive integer")
+    return value

@@ -18,6 +18,7 @@ import importlib
 import inspect
 import pkgutil
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 import torch
@@ -107,9 +108,8 @@ def register(name: str, info: ModelInfo | None = None) -> Callable[[Builder], Bu
 
 def _discover() -> None:
     """Import every module of actionrepro.models so that their @register calls run."""
-    package = importlib.import_module("actionrepro.models")
-    for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"actionrepro.models.{module.name}")
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        importlib.import_module(f"{__package__}.{module.name}")
 
 
 def model_names() -> list[str]:

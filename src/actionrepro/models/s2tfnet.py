@@ -1,67 +1,10 @@
-"""S2TF-Net: salient spatio-temporal features on a 3D ResNet (MODELS.md "S2TF-Net", [code]).
+"""S2TF-Net: salient spatio-temporal features on a 3D ResNet [code], structure read from the
+authors' released code (github.com/xiaoxiAries/S2TFNet).
 
-Structure (facts checked against the authors' released code, github.com/xiaoxiAries/S2TFNet):
-  backbone   non-local I3D ResNet-50: 5x7x7/(1,2,2) stem, 1x3x3/(1,2,2) max-pool, res2..res5 with
-             tx1x1 -> 1x3x3 -> 1x1x1 bottlenecks (t = 3 on the blocks of `I3D_R50_INFLATE`), a 2x1x1
-             temporal max-pool after res2, embedded-Gaussian non-local blocks (inner width C/2, phi
-             and g on a 1x2x2 max-pooled copy, BN with zero-initialised gamma on the output
-             projection, residual) after blocks 1, 3 of res3 and 1, 3, 5 of res4 (0-based);
-  SSF        on the outputs of res2 (after the pool), res3, res4: two residual sub-blocks
-             (1x1x1 C->C/2, ReLU, 1x3x3, ReLU, 3x1x1, ReLU, 1x1x1 C/2->C, + input, ReLU; no BN),
-             then a 1x1x1 C->1 head + ReLU, ONE BatchNorm3d(1) shared by the three scales, sigmoid:
-             saliency volumes S1, S2, S3 (1 x T/2 x 56^2 / 28^2 / 14^2 at paper scale);
-  TSFP       two branches on a saliency volume P: average pool, and a 1x9x9, 1x7x7, 1x3x3, 1x1x1,
-             1x5x5, 1x3x3 (pooling stride), 1x1x1 conv stack (ReLUs, sigmoid) giving a mask M;
-             output Pool(P) * M and M;
-  wiring     P1 = TSFP1(S1); P2 = TSFP2(interleave(P1, S2)); V = avgpool_2x2x2(interleave(P2, S3));
-             the T' frames of V as channels through 1x1 convs T'->T'/2, ReLU, ->1: the final mask
-             (no sigmoid) multiplies the res5 output; global average pool, dropout, FC.
-  interleave stacks two volumes on a new axis after time and flattens the pair into the time axis
-             (a0, b0, a1, b1, ...): channels are never sliced.
-
-Shapes are computed, not assumed: at build time the stem and stages run on a meta-device copy,
-and each TSFP's temporal pooling factor is chosen so its output meets the next scale's T (1 and 2
-for I3D, whose time is pooled once after res2; 2 and 4 for R3D-18, which halves T at every stage
-- our reconstruction of the "easy-to-concat" claim for other 3D ResNets [recon]).
-
-Options (params["architectures"]["s2tfnet"]):
-  backbone       "i3d_r50_nl" (default, the paper's) | "r3d_18" (torchvision's R3D-18, no non-local).
-  pretrained     "none" | "imagenet" (i3d_r50_nl: inflated ResNet-50) | "kinetics" (r3d_18) | path of a
-                 backbone state dict (2D torchvision ResNet or its inflation for i3d_r50_nl; an R3D-18
-                 state dict for r3d_18). Non-local blocks and the saliency branch start from scratch.
-  clip_len, stride, size
-                 None -> 8 / 8 / 224 (i3d_r50_nl) or 16 / 1 / 112 (r3d_18) at paper scale,
-                 8 / 2 / 32 at tiny scale. The model is built for exactly clip_len frames (the mask
-                 fusion reads time as channels, as the released code does for 8 frames).
-  dropout        0.5 before the FC.
-  nonlocal_pool  True: phi and g see a 1x2x2 max-pooled input (released code); False: full resolution.
-  positive_init  True: the three SSF heads and the two mask-fusion convs start from |Kaiming| weights.
-                 Their inputs are non-negative, so they start alive and the final mask starts positive.
-                 False: the released code's signed Kaiming init. In that case the ReLU after the fusion's
-                 first conv is zero on every input for about 1 seed in 5 (4 of 20 tiny seeds measured).
-                 The mask is then identically 0, the logits are constant and the backbone never gets a
-                 gradient. The same can happen to an SSF head (2 of 60 measured).
-  loss           "ce" (default; the released config) | "ce_l1" | "ce_l1_mse". Which one produced the
-                 paper's numbers is unknown. auxiliary_loss() returns, from the last forward,
-                 lam * ||mask||_1 (summed over the batch) [+ gamma * MSE(P1, M1) + theta * MSE(P2, M2)].
-  lam, gamma, theta   1e-4 each (lambda, gamma, theta of the paper; "lambda" is a Python keyword).
-
-Tiny scale: the same wiring on an inflated reduced-width ResNet (BasicBlocks, widths 12/24/48/96,
-one block per stage, a non-local block after the block of res3 and of res4) at 8 x 32^2, and TSFP
-conv stacks of reduced widths, so that a clip costs under 0.1 GFLOP.
-
-Pruning (torch-pruning): prune_ignored_layers() lists the classifier, the RGB stem and the whole
-saliency side branch past the SSF bodies - the three C->1 SSF heads, both TSFP modules and the
-mask-fusion convs. Their tensors have ONE channel and are then interleaved, pooled, read with time
-as channels and broadcast over the 2048 res5 channels; torch-pruning couples the channel axis of
-every input of an element-wise op, so it would try to prune the one-channel convs with res5's
-channel indices. A consequence: res5's residual channels stay whole (the mask product couples them
-to the ignored fusion conv). Everything else in the backbone prunes: the inner channels of every
-bottleneck, the residual channels of res2-res4 together with the SSF bodies that add to them, and
-the non-local inner channels. theta, phi and g share those inner channels and are pruned together.
-The one exception is a stage whose residual is tied to the ignored stem with no projection shortcut
-in between (res2 of the tiny BasicBlock net). At paper scale, MetaPruner at ratio 0.5 takes
-45.9 M parameters down to 14.2 M.
+A non-local I3D-R50 whose res2-res4 outputs give SSF saliency volumes, pooled through two TSFP
+modules into a time-as-channels mask that multiplies the res5 features before the classifier.
+Shapes are computed at build time on a meta-device copy.
+Options and anchors: docs/models.md ("S2TF-Net").
 """
 
 from __future__ import annotations
@@ -79,9 +22,8 @@ from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import (TINY_WIDTHS_3D, init_like_torchvision, load_checked, read_state_file,
                                           resolve_pretrained, strip_classifier, tiny_resnet, video_resnet)
 from actionrepro.models.i3d import i3d_backbone, inflate_resnet
-from actionrepro.models.layers import check_rgb, classifier, to_clip
+from actionrepro.models.layers import check_dropout, check_posint, check_rgb, classifier, to_clip
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 NAME = "s2tfnet"
 BACKBONES = ("i3d_r50_nl", "r3d_18")
@@ -103,7 +45,7 @@ STRIDED_TSFP_CONV = 5  # the 1x3x3 conv that carries the pooling stride
 S2TF_INFO = ModelInfo(
     name=NAME,
     title="S2TF-Net (non-local I3D-R50)",
-    reference="S2TF-Net, Signal Processing: Image Communication 138 (2025), per MODELS.md; structure from the "
+    reference="S2TF-Net, Signal Processing: Image Communication 138 (2025), per docs/models.md; structure from the "
               "authors' code github.com/xiaoxiAries/S2TFNet (its README names the method SaliNet, "
               "Knowledge-Based Systems 2022)",
     tag="code",
@@ -111,11 +53,11 @@ S2TF_INFO = ModelInfo(
              "time-as-channels mask on res5, dropout 0.5, FC; test 10 clips x 3 crops",
     published=(
         Published("kinetics400", 74.8, "recalled", "non-local I3D-R50 backbone, 8x8, 10 clips x 3 crops",
-                  "S2TF-Net paper as quoted in MODELS.md (not in the released code; not re-checked)"),
+                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
         Published("ucf101", 95.1, "recalled", "non-local I3D-R50 backbone, Kinetics-400 init (split protocol not stated)",
-                  "S2TF-Net paper as quoted in MODELS.md (not in the released code; not re-checked)"),
+                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
         Published("hmdb51", 80.9, "recalled", "non-local I3D-R50 backbone, Kinetics-400 init (split protocol not stated)",
-                  "S2TF-Net paper as quoted in MODELS.md (not in the released code; not re-checked)"),
+                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
     ),
     notes="Which loss variant (CE, CE + L1 on the mask, CE + L1 + TSFP MSE terms) gave the published numbers "
           "is unknown; the released config trains with plain CE, our default. The gains quoted (+4.1 / +3.0 / "
@@ -410,7 +352,7 @@ def build_s2tfnet(scale: str, num_classes: int, *, backbone: str = "i3d_r50_nl",
                   clip_len: int | None = None, stride: int | None = None, size: int | None = None,
                   dropout: float = 0.5, nonlocal_pool: bool = True, positive_init: bool = True, loss: str = "ce",
                   lam: float = 1e-4, gamma: float = 1e-4, theta: float = 1e-4) -> S2TFNet:
-    """S2TF-Net at `scale`; see the module docstring for the options."""
+    """S2TF-Net at `scale`; options in docs/models.md ("S2TF-Net")."""
     if backbone not in BACKBONES:
         raise ConfigError(f"architectures.{NAME}.backbone = {backbone!r}; use one of {', '.join(BACKBONES)}")
     if loss not in LOSSES:

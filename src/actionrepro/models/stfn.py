@@ -1,59 +1,10 @@
-"""STFN: Spatio-Temporal Fusion Networks for action recognition (ACCV 2018, arXiv 1906.06822), reconstructed
-(MODELS.md "STFN" [recon]; only the abstract is public).
+"""STFN: Spatio-Temporal Fusion Networks (ACCV 2018, arXiv 1906.06822), reconstructed [recon].
 
-  input       T positions spread over the whole video: one RGB frame (B, T, 3, H, W) and one stack
-              of L flow frames (B, T, 2L, H, W) per position (InputSpec flow_segments = segments).
-  backbones   appearance: a 2D ResNet per RGB frame; motion: a 2D ResNet per flow stack with a
-              2L-channel stem; both globally average-pooled -> A0 (B, C, T), M0 (B, C, T).
-  projection  per stream: Conv1d k=1 C->D', BatchNorm1d, ReLU -> (B, D', T).
-  blocks      per stream `blocks` Residual Inception blocks over time (ResidualInception):
-              branches k1 | k1->k3 | k1->k5 | maxpool3->k1, each D'/4 wide, stride 1, same padding;
-              concatenate, BN, ReLU, add the input.
-  fusion      before appearance block i: A <- fuse(A, M_i), M_i the motion features at the same depth
-              (the input of motion block i); the motion stream receives nothing from appearance.
-  head        temporal average and max pooling of both streams, concatenated (4 D'), dropout, FC.
-
-The flow backbone's stem takes 2L channels. From pretrained weights the flow backbone is a copy of
-the RGB one whose stem is the RGB stem averaged over its input channels (cross-modality init,
-layers.adapt_stem). From scratch both backbones are independent random networks and the flow stem
-keeps its own Kaiming init: an averaged random kernel would be identical for every flow channel,
-leaving the untrained stream blind to the order of the frames inside a stack and to x versus y.
-
-Caching: `features(rgb, flow)` returns the backbone features (A0, M0) and `forward_features(A0, M0)`
-runs the trainable head from them, so with `freeze_backbones` the features of a dataset can be
-computed once and the head trained on the cache. Frozen backbones have requires_grad=False (the
-optimizer skips them) and stay in eval mode through model.train().
-
-Pruning (torch-pruning): time moves through the batch axis only (flatten / unflatten of B*T, then a
-transpose), so each backbone's last stage stays coupled with its projection. With multiplicative or
-additive fusion A and M share channel indices and form one coupled stream. A Residual Inception
-block's output is its four branches concatenated and added to the input, so torch-pruning groups the
-stream per branch (four quarter groups) and prunes every branch by the same ratio. With
-fusion=concat the appearance stream after a fusion is one group rooted at the fusion conv (all D'
-channels); torch-pruning skips such a group when the channels it would remove include a whole branch
-(possible after training if a branch dies): that stream then stays unpruned, and the model still runs.
-The classifier and both input stems are never pruned (prune_ignored_layers).
-The temporal 1D convs keep PyTorch's default (fan-in scaled) init, so all four branches start with
-output channels of equal expected norm and magnitude pruning of an untrained model empties none.
-
-Options (params["architectures"]["stfn"]; None = the scale's default, paper / tiny):
-  pretrained        none | imagenet | state-dict file of the 2D ResNet (both streams)   [none]
-  backbone          resnet18/34/50/101 | tiny; MODELS.md: ResNet-50                     [resnet50 / tiny]
-  size              crop side                                                            [224 / 32]
-  segments          T positions over the video                                           [25 / 8]
-  flow_len          L flow frames per stack (2L channels)                                [10 / 5]
-  width             D', the temporal feature width (a multiple of 4)                     [512 / 64]
-  blocks            Residual Inception blocks per stream                                 [2]
-  fusion            multiplicative (A + A*M) | additive (A + M) |
-                    concat (cat[A, M], Conv1d k=1 2D'->D' with bias)                     [multiplicative]
-  branch_bn_relu    BN + ReLU after the k1 reductions of the k3/k5 branches; MODELS.md
-                    lists BN/ReLU only after the concatenation (Inception has them)      [false]
-  dropout           before the classifier                                                [0.5]
-  freeze_backbones  backbones fixed (eval mode, no gradients): train the head only       [false]
-
-The tiny backbone is torchvision's ResNet class with BasicBlocks of widths 12/24/48/96 (not the
-16..128 of the single-stream tiny models): two streams over T=8 positions with L=5 flow frames then
-cost ~0.095 GFLOP per clip at 32x32, within the tiny budget; L=10 would cost ~0.11.
+Appearance (RGB) and motion (flow) backbones at T positions over the whole video, projected to D',
+then Residual Inception blocks over time per stream with a fusion connection from motion into
+appearance, and average+max temporal pooling. `features` / `forward_features` split the backbones
+from the trainable head so that frozen-backbone features can be cached.
+Options and anchors: docs/models.md ("STFN").
 """
 
 from __future__ import annotations
@@ -68,9 +19,8 @@ from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import (load_pretrained, resnet2d, resolve_pretrained, rgb_and_flow_backbones,
                                           strip_classifier, tiny_resnet)
-from actionrepro.models.layers import classifier
+from actionrepro.models.layers import check_dropout, check_posint, classifier
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 PAPER = {"backbone": "resnet50", "size": 224, "segments": 25, "flow_len": 10, "width": 512}
 TINY = {"backbone": "tiny", "size": 32, "segments": 8, "flow_len": 5, "width": 64}
@@ -265,7 +215,7 @@ class STFN(VideoModel):
 # ---------------------------------------------------------------- builder
 
 def stfn_backbone(arch: str, pretrained: str | Path) -> tv_resnet.ResNet:
-    """A torchvision 2D ResNet; "tiny" is the STFN-width tiny ResNet (see the module docstring)."""
+    """A torchvision 2D ResNet; "tiny" is the STFN-width tiny ResNet (TINY_BACKBONE_WIDTHS)."""
     if arch != "tiny":
         return resnet2d(arch, pretrained, "stfn")
     if pretrained != "none" and not isinstance(pretrained, Path):
@@ -287,7 +237,7 @@ def build_stfn(scale: str, num_classes: int, *, pretrained: str = "none", backbo
                size: int | None = None, segments: int | None = None, flow_len: int | None = None,
                width: int | None = None, blocks: int = 2, fusion: str = "multiplicative",
                branch_bn_relu: bool = False, dropout: float = 0.5, freeze_backbones: bool = False) -> STFN:
-    """STFN; options as listed in the module docstring."""
+    """STFN; options in docs/models.md ("STFN")."""
     defaults = PAPER if scale == "paper" else TINY
     given = dict(backbone=backbone, size=size, segments=segments, flow_len=flow_len, width=width)
     o = {key: defaults[key] if value is None else value for key, value in given.items()}

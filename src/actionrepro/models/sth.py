@@ -1,61 +1,10 @@
-"""STH: Spatio-Temporal Hybrid convolution (Li et al., arXiv 2003.08042), reconstructed (MODELS.md
-"STH", [recon]) because only the abstract is public here.
+"""STH: Spatio-Temporal Hybrid convolution (Li et al., arXiv 2003.08042), reconstructed [recon].
 
-STH-Conv replaces a 3x3 2D conv on frames folded into the batch (B*T, C, H, W). Input and output
-channels are split into G groups; output group g applies a temporal kernel (3x1x1) to the input
-groups of its temporal window and a spatial kernel (1x3x3) to every other input group. The window
-of output group g is input groups g, g+1, ..., g+m-1 (mod G) with m = rho*G, so at the default
-rho = 1/G every input channel is seen temporally by one output group and spatially by the others.
-Parameters per layer: C_out*C_in*((1-rho)*9 + rho*3), 0.83x the 2D conv at rho = 1/4.
-
-Two forms of the same operator:
-  efficient  `STHConv2d`: per output group one Conv2d 3x3 over the other input groups
-             (concatenated) plus, per window group, one 1x1 conv over that group's frames t-1, t,
-             t+1 (concatenated; frames moved in time by rolling the folded batch axis, zeros past
-             the clip ends) whose three column blocks are the three temporal taps.
-  reference  `to_conv3d`: a 3x3x3 Conv3d (stride 1 x s x s, zero padding 1) on (B, C, T, H, W)
-             whose weight is masked (`reference_mask`) to the centre plane for spatial (out, in)
-             pairs and to the centre line for temporal ones.
-
-Channel groups are separate tensors end to end: the layer takes and returns a list of G tensors.
-torch-pruning 1.6 mis-maps channels taken out of one tensor (a split piece read by several layers
-is matched to the wrong offsets; slice bounds go stale once another group was pruned), so the block
-around the STH-Conv is rewritten exactly: the 1x1 conv before it becomes G convs (its rows), its
-batch-norms G batch-norms, and the 1x1 conv after it reads the concatenated groups (torch.cat of
-different tensors is a dependency torch-pruning follows).
-Same function and parameter count as the 2D block; every channel is then a plain conv/BN/cat
-dependency, group sizes are read from the weights, and a pruned model keeps working.
-
-Backbones: ResNet bottlenecks (resnet50, resnet101, and a tiny bottleneck ResNet for the CPU demo):
-conv2 (the only 3x3 conv) of every block of res2-res5 becomes an STH-Conv; the stem, 1x1 convs and
-downsampling stay 2D. BasicBlock ResNets (resnet18/34) are not offered: their first 3x3 conv reads
-the residual stream, which would have to be cut into groups with the ops torch-pruning mis-maps.
-MobileNetV2 [our decision]: its 3x3 convs after the stem are depthwise, where each output channel
-sees one input channel, so the group rule would make every channel temporal. The "drop-in
-replacement for the 2D conv" there is `STHDepthwise`: the channels of the first m of G groups get a
-depthwise 3x1x1 temporal kernel, the rest keep the depthwise 1x3x3 one (C*((1-rho)*9 + rho*3)
-parameters). Its expand 1x1 conv is split in two (temporal, spatial channels), and the
-stem too for the first block, which has no expand conv.
-
-Weights: from 2D weights (pretrained imagenet or a 2D state-dict file) spatial kernels are copied
-and each temporal kernel is [0, s, 0] with s the sum of the 2D 3x3 kernel (the spec's init). On a
-static clip the network then equals the 2D network whose temporal-pair kernels are collapsed to
-their centre with the same sum: the 2D response for spatially constant input, not for arbitrary
-frames (a 1x1 kernel cannot reproduce a 3x3 one). From scratch (pretrained none) the 2D parts keep
-torchvision's init and the STH taps get a Kaiming normal init over the layer's real fan-out, so the
-untrained network is not blind to frame order.
-
-Options (params["architectures"]["sth"]), every uncertain choice with its default:
-  pretrained  "none" | "imagenet" | path of a state dict: a torchvision 2D ResNet/MobileNetV2 of the
-              chosen backbone (converted as above) or an STH backbone saved from this code.
-  backbone    None -> resnet50 (paper) / tiny (tiny); resnet50, resnet101, tiny, mobilenet_v2
-              (torchvision's at paper scale, a reduced one at tiny scale).
-  segments    8: T segments x 1 frame (TSN sampling); the temporal taps need whole clips.
-  size        None -> 224 (paper) / 32 (tiny): square crop side.
-  dropout     0.5 before the classifier (TSN head).
-  groups      4: G, the channel groups.
-  rho         None -> 1/G: the temporal fraction of each output group's inputs; a multiple of 1/G
-              in [1/G, (G-1)/G] (m = rho*G consecutive groups form the temporal window).
+STH-Conv replaces the 3x3 conv of every bottleneck of res2-res5 (or MobileNetV2's depthwise convs):
+channels are split into G groups and each output group sees part of its inputs through a temporal
+3x1x1 kernel and the rest through a spatial 1x3x3 one. The groups travel as separate tensors so
+that torch-pruning never has to map sliced channels.
+Options and anchors: docs/models.md ("STH").
 """
 
 from __future__ import annotations
@@ -73,9 +22,8 @@ from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import (download_state_dict, init_like_torchvision, load_checked, read_state_file,
                                           resnet2d, resolve_pretrained, strip_classifier)
-from actionrepro.models.layers import average_consensus, check_rgb, classifier, fold_frames
+from actionrepro.models.layers import average_consensus, check_dropout, check_posint, check_rgb, classifier, fold_frames
 from actionrepro.models.registry import ModelInfo, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 PAPER = {"backbone": "resnet50", "size": 224}
 TINY = {"backbone": "tiny", "size": 32}
@@ -678,7 +626,7 @@ def temporal_groups_for(groups: int, rho) -> int:
 def build_sth(scale: str, num_classes: int, *, pretrained: str = "none", backbone: str | None = None,
               segments: int = 8, size: int | None = None, dropout: float = 0.5, groups: int = 4,
               rho: float | None = None) -> STH:
-    """STH on a bottleneck ResNet (default resnet50 / tiny) or MobileNetV2; options in the module docstring."""
+    """STH on a bottleneck ResNet (default resnet50 / tiny) or MobileNetV2; options in docs/models.md ("STH")."""
     cfg = PAPER if scale == "paper" else TINY
     groups = check_posint("sth", "groups", groups)
     if groups < 2:

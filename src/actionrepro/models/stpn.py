@@ -1,45 +1,10 @@
-"""STPN: Spatiotemporal Pyramid Network (Wang et al., CVPR 2017), reconstructed (MODELS.md [recon]).
+"""STPN: Spatiotemporal Pyramid Network (Wang et al., CVPR 2017), reconstructed [recon].
 
-Two streams fused in a pyramid of compact bilinear operators (STCB, actionrepro.models.bilinear)
-and trained with one loss:
-  spatial   1 RGB frame -> 2D ResNet -> S, a C x h x w map (2048 x 7 x 7 for ResNet-50 at 224)
-  temporal  K flow stacks of L flow frames (2L channels), spread over the video, through ONE
-            shared ResNet -> GAP -> f_1..f_K
-  pyramid   t = STCB(f_1..f_K)                       (d_temporal)
-            z_l = STCB(S_l, t) at every location l    (d_attention)
-            a = softmax over l of conv1x1(hidden) -> ReLU -> conv1x1(1) of z;  v = sum_l a_l S_l
-            u = STCB(GAP(S), t, v)                    (d_final) -> dropout -> FC
-The flow ResNet's stem takes 2L channels; from pretrained weights it is the RGB stem averaged over
-its input channels and repeated (cross-modality init). From scratch it gets its own Kaiming init
-instead: an averaged random kernel is the same for every flow frame, which would make the
-untrained network blind to the order of the frames inside a stack.
-
-Order sensitivity (model.temporal is True): the 2L channels of a stack are ordered inputs of the
-flow stem, and each flow stack position k has its own count sketch in t = STCB(f_1..f_K), which
-sketches the ordered product f_1 (x) ... (x) f_K; so reversing the frames inside the stacks, or
-the order of the stacks, changes the output. The RGB stream sees one frame.
-
-Options (params["architectures"]["stpn"]; None = the scale's default, paper / tiny):
-  pretrained      none | imagenet | state-dict file of the 2D ResNet (both streams)  [none]
-  backbone        resnet18/34/50/101 | tiny; the paper used BN-Inception, which
-                  torchvision does not provide                                       [resnet50 / tiny]
-  size            crop side                                                          [224 / 32]
-  flow_segments   K flow stacks                                                      [3]
-  flow_len        L flow frames per stack                                            [10 / 5]
-  d_temporal      STCB size of the temporal fusion                                   [1024 / 256]
-  d_attention     STCB size of the per-location attention fusion                     [2048 / 512]
-  d_final         STCB size of the final fusion                                      [4096 / 1024]
-  attention_hidden  width of the first attention 1x1 conv                            [64 / 16]
-  dropout         before the classifier (value not in MODELS.md; ours)               [0.5]
-  sketch_seed     seed of every count sketch's hash and sign                         [0]
-  aux_heads       add a spatial (GAP(S)) and a temporal (t) classifier whose scores are
-                  summed with the fused ones, so both streams also get a direct path
-                  from the one loss (separate auxiliary losses would need the labels,
-                  which the registry's auxiliary_loss() does not receive)           [false]
-The sketch matrices are buffers rebuilt from sketch_seed (not saved in checkpoints: 34 M floats at
-paper scale); torch-pruning drops their columns with the channels that feed them. The attention
-weights reach S through `attention_spread`, a fixed all-ones 1 -> C 1x1 conv, so that pruning can
-shrink S's channels (see STPN.__init__).
+An RGB frame and K flow stacks (through one shared flow ResNet) fused in a pyramid of compact
+bilinear operators (STCB, actionrepro.models.bilinear): t = STCB(f_1..f_K); attention over the
+spatial map from STCB(S_l, t); u = STCB(GAP(S), t, v) -> dropout -> FC; one loss for the whole.
+Our backbone is a torchvision ResNet; the paper's was BN-Inception.
+Options and anchors: docs/models.md ("STPN").
 """
 
 from __future__ import annotations
@@ -53,9 +18,8 @@ from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import resnet2d, resolve_pretrained, rgb_and_flow_backbones, strip_classifier
 from actionrepro.models.bilinear import CompactBilinear, CountSketch, FixedConv1x1
 from actionrepro.models.i3d import resnet_features
-from actionrepro.models.layers import classifier
+from actionrepro.models.layers import check_dropout, check_posint, classifier
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 PAPER = {"backbone": "resnet50", "size": 224, "flow_len": 10, "d_temporal": 1024, "d_attention": 2048,
          "d_final": 4096, "attention_hidden": 64}
@@ -83,7 +47,7 @@ STPN_INFO = ModelInfo(
 
 
 class STPN(VideoModel):
-    """Spatial stream, shared temporal stream and the STCB pyramid (see the module docstring)."""
+    """Spatial stream, shared temporal stream and the STCB pyramid (structure in docs/models.md, "STPN")."""
 
     temporal = True
 
@@ -190,7 +154,8 @@ def _scale_default(options: dict, scale: str) -> dict:
 
 def _check_sketch_dim(key: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 2:
-        raise ConfigError(f"architectures.stpn.{key} = {value!r}; use an integer >= 2 (MODELS.md: 1024/2048/4096)")
+        raise ConfigError(f"architectures.stpn.{key} = {value!r}; use an integer >= 2 "
+                          "(docs/models.md: 1024/2048/4096 at paper scale)")
     return value
 
 
@@ -206,7 +171,7 @@ def build_stpn(scale: str, num_classes: int, *, pretrained: str = "none", backbo
                d_temporal: int | None = None, d_attention: int | None = None, d_final: int | None = None,
                attention_hidden: int | None = None, dropout: float = 0.5, sketch_seed: int = 0,
                aux_heads: bool = False) -> STPN:
-    """STPN; options as listed in the module docstring."""
+    """STPN; options in docs/models.md ("STPN")."""
     o = _scale_default(dict(backbone=backbone, size=size, flow_len=flow_len, d_temporal=d_temporal,
                             d_attention=d_attention, d_final=d_final, attention_hidden=attention_hidden), scale)
     spec = InputSpec(rgb=True, flow=True, sampling="segments", segments=1, frames_per_segment=1,

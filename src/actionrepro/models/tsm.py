@@ -1,8 +1,9 @@
-"""TSM: TSN plus a residual temporal shift before conv1 of every residual block.
+"""TSM: TSN plus a parameter-free residual temporal shift before conv1 of every residual block.
 
-1/shift_div of the channels move one frame back in time, 1/shift_div one frame forward, on the
-residual branch only (the identity path is unshifted). The shift has no parameters, so TSM has
-exactly TSN's parameters; pretrained weights are loaded before the shifts are inserted.
+1/shift_div of the channels move one frame back, 1/shift_div one frame forward, on the residual
+branch only, so 2D convs mix neighbouring frames at no parameter cost. Pretrained weights are
+loaded before the shifts are inserted.
+Options and anchors: docs/models.md ("TSM").
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from torch import nn
 
 from actionrepro.errors import ConfigError
-from actionrepro.models.layers import TemporalShift, check_rgb
+from actionrepro.models.layers import TemporalShift, check_dropout, check_rgb
 from actionrepro.models.registry import ModelInfo, Published, register
-from actionrepro.models.tsn import TSN, check_dropout, tsn_parts
+from actionrepro.models.tsn import TSN, tsn_parts
 
 TSM_INFO = ModelInfo(
     name="tsm",

@@ -1,7 +1,8 @@
 """TSN: a 2D ResNet applied to each of T sparsely sampled frames, per-segment scores averaged.
 
-Frames are folded into the batch (B*T, 3, H, W); dropout and a fresh FC give per-segment logits
-and the average consensus over T gives the clip's logits. Order-free by construction.
+Frames are folded into the batch; dropout and a fresh FC give per-segment logits and the average
+consensus over T gives the clip's. Order-free by construction: the appearance-only reference.
+Options and anchors: docs/models.md ("TSN").
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import resnet2d, resolve_pretrained, strip_classifier
-from actionrepro.models.layers import average_consensus, check_rgb, classifier, fold_frames
+from actionrepro.models.layers import average_consensus, check_dropout, check_posint, check_rgb, classifier, fold_frames
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
 
 PAPER = {"backbone": "resnet50", "size": 224}
@@ -31,18 +31,6 @@ TSN_INFO = ModelInfo(
         Published("hmdb51", 56.08, "recalled", "Kinetics-400 init, split 1", "mmaction2 model zoo (not re-checked)"),
     ),
 )
-
-
-def check_dropout(model: str, dropout: float) -> float:
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"architectures.{model}.dropout = {dropout!r}; use a probability in [0, 1)")
-    return float(dropout)
-
-
-def check_posint(model: str, key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"architectures.{model}.{key} = {value!r}; use a positive integer")
-    return value
 
 
 class TSN(VideoModel):

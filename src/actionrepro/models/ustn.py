@@ -1,33 +1,10 @@
-"""USTN: Unified SpatioTemporal Network (ISCAS 2025), reconstructed on the Temporal Difference
-Network design because only the paper's abstract is public (MODELS.md, "USTN", [recon]).
+"""USTN: Unified SpatioTemporal Network (ISCAS 2025), reconstructed [recon] on the Temporal
+Difference Network design because only the paper's abstract is public.
 
-Input: T segments x 5 consecutive RGB frames (InputSpec sampling="segments", frames_per_segment=5,
-segment-major). Per segment:
-  - main stream: the centre frame through a 2D ResNet;
-  - short-range branch: the 4 RGB differences of the window stacked to 12 channels, average-pooled
-    2x, a stem shaped like the RGB stem (weights = RGB stem averaged over its input channels,
-    repeated 12 times; fresh batch-norm, ReLU, max-pool) and its own copy of res2; added to the main
-    stream after the stem and after res2 as alpha * main + beta * nearest-upsampled difference;
-  - long-range difference module (LongRangeDifference) in every block of res3-res5 after the first
-    conv (+BN+ReLU), followed by a learnable temporal shift (LearnableShift), both on the residual
-    branch only;
-  - head: global average pool, dropout, FC, average of the per-segment logits over T.
-Structural pruning is applied to the trained network by the pruning step (torch-pruning); this
-module only keeps itself prunable: time is moved by reshaping the batch dimension alone and rolling
-along time, channels are never sliced, and channel counts are read from the tensors at run time.
-
-Options (params["architectures"]["ustn"]; every uncertain choice of the reconstruction):
-  pretrained  "none" | "imagenet" | path of a torchvision-keyed ResNet state dict. Loaded into the
-              backbone BEFORE the difference branch is derived from it (stem init, res2 copy).
-  backbone    None -> resnet50 (paper) / tiny (tiny); resnet18/34/50/101 or tiny.
-  segments    T, 8 (MODELS.md: 8; 16 as the alternative).
-  size        None -> 224 (paper) / 32 (tiny): square crop side.
-  dropout     0.5 before the classifier.
-  alpha, beta None -> 0.5 / 0.5 for T = 8, 0.75 / 0.25 otherwise (TDN's fusion weights).
-  reduction   16: the long-range module works on C / reduction channels.
-  shift_div   8: the learnable shift starts as a shift of C/8 channels each way (TSM's fold).
-  mix_norm    False: batch-norm after the two 3x3 convs of the multi-scale mix. MODELS.md lists
-              none; TDN's released code has one after each, so an ablation can settle it.
+T segments x 5 frames: a 2D ResNet on the centre frames, an RGB-difference branch fused after the
+stem and res2, and a long-range difference module + learnable shift in every block of res3-res5;
+kept traceable for structural pruning (time moves through the batch axis, channels never sliced).
+Options and anchors: docs/models.md ("USTN").
 """
 
 from __future__ import annotations
@@ -42,9 +19,8 @@ from torch import nn
 from actionrepro.errors import ConfigError
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import resnet2d, resolve_pretrained, strip_classifier
-from actionrepro.models.layers import adapt_stem, average_consensus, check_rgb, classifier
+from actionrepro.models.layers import adapt_stem, average_consensus, check_dropout, check_posint, check_rgb, classifier
 from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
 
 WINDOW = 5                 # consecutive frames per segment
 CENTRE = WINDOW // 2       # index of the main stream's frame inside a window
@@ -65,9 +41,9 @@ USTN_INFO = ModelInfo(
     published=(
         Published("ucf101", 97.4, "recalled",
                   "TDN-R50 (the design this reconstruction follows, not USTN itself), Kinetics-400 init",
-                  "Wang et al., TDN, CVPR 2021, as quoted in MODELS.md (not re-checked)"),
+                  "Wang et al., TDN, CVPR 2021, as quoted in docs/models.md (not re-checked)"),
         Published("kinetics400", 76.6, "recalled", "TDN-R50 (not USTN), 8 segments, Kinetics-400 val",
-                  "Wang et al., TDN, CVPR 2021, as quoted in MODELS.md (not re-checked)"),
+                  "Wang et al., TDN, CVPR 2021, as quoted in docs/models.md (not re-checked)"),
     ),
     notes="USTN's paper publishes no code and no numbers here; the listed numbers are TDN-R50's.",
 )
@@ -285,7 +261,7 @@ def _feature_stride(net: nn.Module) -> int:
 def build_ustn(scale: str, num_classes: int, *, pretrained: str = "none", backbone: str | None = None,
                segments: int = 8, size: int | None = None, dropout: float = 0.5, alpha: float | None = None,
                beta: float | None = None, reduction: int = 16, shift_div: int = 8, mix_norm: bool = False) -> USTN:
-    """USTN at `scale`; see the module docstring for the options."""
+    """USTN at `scale`; options in docs/models.md ("USTN")."""
     defaults = PAPER if scale == "paper" else TINY
     segments = check_posint("ustn", "segments", segments)
     size = check_posint("ustn", "size", size or defaults["size"])

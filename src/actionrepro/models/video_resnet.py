@@ -1,7 +1,9 @@
-"""R(2+1)D-18 and R3D-18: torchvision's video ResNets on dense clips, permuted to (B, 3, T, H, W).
+"""torchvision's video ResNets on dense clips, permuted to (B, 3, T, H, W): the body of R(2+1)D-18
+(r2plus1d.py) and R3D-18 (r3d.py).
 
 Paper scale is torchvision's r2plus1d_18 / r3d_18 exactly (Kinetics-400 weights on request);
 tiny scale is the same classes at reduced widths (backbones.tiny_video_resnet).
+Options and anchors: docs/models.md ("R(2+1)D-18", "R3D-18").
 """
 
 from __future__ import annotations
@@ -12,33 +14,11 @@ from torch import nn
 from actionrepro.inputs import InputSpec
 from actionrepro.models.backbones import resolve_pretrained, strip_classifier, video_resnet
 from actionrepro.models.layers import check_rgb, classifier, to_clip
-from actionrepro.models.registry import ModelInfo, Published, VideoModel, register
-from actionrepro.models.tsn import check_dropout, check_posint
+from actionrepro.models.layers import check_dropout, check_posint
+from actionrepro.models.registry import VideoModel
 
 PAPER = {"clip_len": 16, "size": 112}
 TINY = {"clip_len": 8, "size": 32}
-
-R2PLUS1D_INFO = ModelInfo(
-    name="r2plus1d",
-    title="R(2+1)D-18",
-    reference="Tran et al., A Closer Look at Spatiotemporal Convolutions, CVPR 2018; torchvision r2plus1d_18",
-    tag="code",
-    protocol="16 contiguous frames, 112x112, torchvision r2plus1d_18",
-    published=(),
-    notes="No official R(2+1)D-18 number on UCF101/HMDB51.",
-)
-R3D_INFO = ModelInfo(
-    name="r3d",
-    title="R3D-18",
-    reference="Hara et al., Can Spatiotemporal 3D CNNs Retrace the History of 2D CNNs and ImageNet?, CVPR 2018; torchvision r3d_18",
-    tag="code",
-    protocol="16 contiguous frames, 112x112, torchvision r3d_18",
-    published=(
-        Published("ucf101", 84.4, "recalled", "Kinetics-400 init, mean of 3 splits", "Hara et al. 2018"),
-        Published("hmdb51", 56.4, "recalled", "Kinetics-400 init, mean of 3 splits", "Hara et al. 2018"),
-    ),
-)
-
 
 class VideoResNetClassifier(VideoModel):
     """A torchvision VideoResNet body, dropout and a fresh FC."""
@@ -60,7 +40,7 @@ class VideoResNetClassifier(VideoModel):
         return [self.fc, self.backbone.stem]
 
 
-def _build(model: str, arch: str, scale: str, num_classes: int, pretrained: str, clip_len: int | None,
+def build_video_resnet(model: str, arch: str, scale: str, num_classes: int, pretrained: str, clip_len: int | None,
            stride: int, size: int | None, dropout: float) -> VideoResNetClassifier:
     defaults = PAPER if scale == "paper" else TINY
     spec = InputSpec(rgb=True, sampling="dense",
@@ -69,17 +49,3 @@ def _build(model: str, arch: str, scale: str, num_classes: int, pretrained: str,
                      size=check_posint(model, "size", size or defaults["size"]))
     net = video_resnet(arch, scale, resolve_pretrained(model, pretrained, ("kinetics",)), model)
     return VideoResNetClassifier(net, num_classes, spec, check_dropout(model, dropout), model)
-
-
-@register("r2plus1d", info=R2PLUS1D_INFO)
-def build_r2plus1d(scale: str, num_classes: int, *, pretrained: str = "none", clip_len: int | None = None,
-                   stride: int = 1, size: int | None = None, dropout: float = 0.0) -> VideoResNetClassifier:
-    """R(2+1)D-18; pretrained none | kinetics | state-dict file."""
-    return _build("r2plus1d", "r2plus1d_18", scale, num_classes, pretrained, clip_len, stride, size, dropout)
-
-
-@register("r3d", info=R3D_INFO)
-def build_r3d(scale: str, num_classes: int, *, pretrained: str = "none", clip_len: int | None = None,
-              stride: int = 1, size: int | None = None, dropout: float = 0.0) -> VideoResNetClassifier:
-    """R3D-18; pretrained none | kinetics | state-dict file."""
-    return _build("r3d", "r3d_18", scale, num_classes, pretrained, clip_len, stride, size, dropout)

@@ -39,12 +39,12 @@ def needs_gradients(name: str) -> bool:
 
 def accumulate_gradients(model: nn.Module, batches: Iterable[Mapping], device: torch.device | str = "cpu") -> int:
     """Sum into every `.grad` the gradients of the training loss (cross-entropy plus the model's
-    auxiliary loss, train.backward_pass) over `batches`; returns the number of clips seen.
+    auxiliary loss, engine.step.backward_pass) over `batches`; returns the number of clips seen.
 
     Eval mode: batch-norm uses its running statistics and dropout is off, so the gradients are
     those of the trained network that is about to be pruned, not of a noisy training-mode copy.
     """
-    from actionrepro.train import backward_pass, model_inputs
+    from actionrepro.engine.step import backward_pass, model_inputs
 
     device = torch.device(device)
     was_training = model.training

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from actionrepro import paths
+from actionrepro import paths, runs
 
 log = logging.getLogger(__name__)
 
@@ -91,41 +91,10 @@ def environment() -> dict:
 
 
 # ---------------------------------------------------------------- what the params expect
-def variant_names(params: dict) -> list[str]:
-    """dense plus pruned-<ratio> with the ratio written as the workflow writes it ({:g})."""
-    return ["dense"] + [f"pruned-{r:g}" for r in params["prune"]["ratios"]]
-
-
-def variant_ratio(variant: str) -> float:
-    """0 for dense, r for pruned-r."""
-    if variant == "dense":
-        return 0.0
-    try:
-        return float(variant.removeprefix("pruned-"))
-    except ValueError:
-        return math.nan
-
-
 def expected_runs(params: dict) -> list[tuple[str, int, str, str]]:
     """(dataset, split, model, variant) of every run the params ask for, in params order."""
     return [(ds, int(k), m, v) for ds in params["datasets"] for k in params["splits"]
-            for m in params["models"] for v in variant_names(params)]
-
-
-def reproduce_command(dataset: str, split: int, model: str, variant: str, params_file: str) -> str:
-    """One command that (re)builds this run's eval.json and everything it depends on."""
-    config = "" if params_file == "params.yaml" else f" --configfile {params_file}"
-    return f"snakemake --cores all{config} {paths.run_dir(dataset, split, model, variant).as_posix()}/eval.json"
-
-
-def step_commands(dataset: str, split: int, model: str, variant: str, params_file: str) -> list[str]:
-    """The CLI steps that produce this run, once the data steps are done."""
-    opt = f" --params {params_file}"
-    cmds = [f"actionrepro train {dataset} {split} {model}{opt}"]
-    if variant != "dense":
-        cmds.append(f"actionrepro prune {dataset} {split} {model} {variant.removeprefix('pruned-')}{opt}")
-    cmds.append(f"actionrepro evaluate {dataset} {split} {model} --variant {variant}{opt}")
-    return cmds
+            for m in params["models"] for v in runs.variant_names(params["prune"]["ratios"])]
 
 
 # ---------------------------------------------------------------- one run
@@ -193,19 +162,19 @@ def _pretrained(model_record: dict, model: str) -> str:
 
 def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
     """One row per view protocol of an evaluated run (accuracies in percent). Raises Unreadable."""
-    run = paths.run_dir(dataset, split, model, variant)
+    run = runs.run_dir(dataset, split, model, variant)
     evaluation = read_json(run / "eval.json")
     metrics = _optional_json(run / "metrics.json")
     record = _optional_json(run / "model.json")
     if "options" not in record and variant != "dense":  # a pruned model keeps its dense parent's init
-        record = _optional_json(paths.run_dir(dataset, split, model, "dense") / "model.json")
+        record = _optional_json(runs.run_dir(dataset, split, model, "dense") / "model.json")
     protocols = evaluation.get("protocols")
     if not isinstance(protocols, dict) or not protocols:
         raise Unreadable(f"{run / 'eval.json'} has no 'protocols'; re-run `actionrepro evaluate`")
     costs = evaluation.get("costs") or {}
     paper = evaluation.get("paper_protocol")
     common = {
-        "dataset": dataset, "split": split, "model": model, "variant": variant, "ratio": variant_ratio(variant),
+        "dataset": dataset, "split": split, "model": model, "variant": variant, "ratio": runs.variant_ratio(variant),
         "params": _number(costs.get("params")), "gflops": _number(costs.get("gflops")),
         "latency_ms": _batch1_latency(costs), "latency_device": str(costs.get("device", "")),
         "latency_device_name": str(costs.get("device_name", "")),
@@ -232,7 +201,7 @@ def collect_results(params: dict, commit: str, phash: str, params_file: str) -> 
     run the params expect, with its state (evaluated / trained, not evaluated / ... / unreadable)."""
     rows, status = [], []
     for ds, k, m, v in expected_runs(params):
-        run = paths.run_dir(ds, k, m, v)
+        run = runs.run_dir(ds, k, m, v)
         state, detail = run_state(run)
         if state == EVALUATED:
             try:
@@ -243,7 +212,7 @@ def collect_results(params: dict, commit: str, phash: str, params_file: str) -> 
             for row in found:
                 row.update(seed=params["seed"] if math.isnan(row["seed"]) else int(row["seed"]),
                            commit=commit, params_hash=phash,
-                           reproduce=reproduce_command(ds, k, m, v, params_file))
+                           reproduce=runs.reproduce_command(runs.RunId(ds, k, m, v), params_file))
             rows += found
         status.append({"dataset": ds, "split": k, "model": m, "variant": v, "state": state, "detail": detail,
                        "run_dir": run.as_posix()})
@@ -253,16 +222,16 @@ def collect_results(params: dict, commit: str, phash: str, params_file: str) -> 
 
 def stray_runs(params: dict) -> list[str]:
     """Evaluated runs under runs/ that these params do not ask for (another config's leftovers)."""
-    wanted = {paths.run_dir(*key).as_posix() for key in expected_runs(params)}
-    if not paths.RUNS.is_dir():
+    wanted = {runs.run_dir(*key).as_posix() for key in expected_runs(params)}
+    if not runs.RUNS.is_dir():
         return []
-    found = sorted(p.parent.as_posix() for p in paths.RUNS.glob("*/split*/*/*/eval.json"))
+    found = sorted(p.parent.as_posix() for p in runs.RUNS.glob("*/split*/*/*/eval.json"))
     return [p for p in found if p not in wanted]
 
 
 def read_history(dataset: str, split: int, model: str, variant: str = "dense") -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch), or None if absent or unreadable."""
-    path = paths.run_dir(dataset, split, model, variant) / "history.csv"
+    path = runs.run_dir(dataset, split, model, variant) / "history.csv"
     if not path.is_file():
         return None
     try:
@@ -275,7 +244,7 @@ def read_history(dataset: str, split: int, model: str, variant: str = "dense") -
 
 def read_confusion(dataset: str, split: int, model: str, variant: str, views: str) -> tuple[list[str], list[list[int]]] | None:
     """(class names, confusion matrix rows=true, cols=predicted) from eval_<views>.json, or None."""
-    path = paths.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
+    path = runs.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
     if not path.is_file():
         return None
     try:

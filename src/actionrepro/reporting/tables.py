@@ -14,7 +14,8 @@ import statistics
 
 import pandas as pd
 
-from actionrepro.reporting.collect import FAST_VIEWS, variant_names
+from actionrepro import runs
+from actionrepro.reporting.collect import FAST_VIEWS
 
 DASH = "—"
 MISSING = "missing"
@@ -186,7 +187,7 @@ def temporal_order(results: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, p
     display, data = [], []
     synthetic = [ds for ds in params["datasets"] if ds.startswith("synth_")]
     at_paper = _select(results, views=paper)
-    variants = variant_names(params)
+    variants = runs.variant_names(params["prune"]["ratios"])
     for ds in synthetic:
         for model in params["models"]:
             for variant in variants:

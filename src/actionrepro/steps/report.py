@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from actionrepro import paths
+from actionrepro import paths, runs
 from actionrepro.errors import ActionReproError
 from actionrepro.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
 from actionrepro.reporting import collect, figures, html, tables
@@ -84,6 +84,14 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     log.info("report: %d of %d expected runs evaluated, %d figures -> %s", evaluated, len(status),
              len(figure_blocks), out / "report.html")
     return written
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("reports"))
+
+
+def run(args, params: dict) -> None:
+    build_report(params, out=args.out, params_file=args.params)
 
 
 # ---------------------------------------------------------------- inputs
@@ -239,7 +247,7 @@ def report_blocks(params, params_file, commit, phash, results, status, main, pru
          + f", params `{params_file}` (sha256 of the canonical JSON `{phash[:16]}…`)."),
         ("p", f"**{evaluated} of {len(status)} expected runs evaluated** "
               f"({len(params['datasets'])} dataset(s) × {len(params['splits'])} split(s) × "
-              f"{len(params['models'])} model(s) × {len(collect.variant_names(params))} variant(s)); "
+              f"{len(params['models'])} model(s) × {len(runs.variant_names(params['prune']['ratios']))} variant(s)); "
               "every number below comes from the files under `runs/` and `data/`; nothing is filled in."),
     ]
     blocks += what_was_run(params, params_file)
@@ -282,10 +290,10 @@ def hardware(results: pd.DataFrame) -> list[tuple]:
              f"GPU: {', '.join(env['gpus']) if env['gpus'] else 'none'}",
              f"torch {env['torch']} (CUDA {env['cuda']}), Python {env['python']}, {env['platform']}"]
     blocks = [("h2", "Hardware"), ("p", "The machine that built this report:"), ("ul", items)]
-    runs = _runs(results)
-    if len(runs):
-        devices = (runs.assign(train_device=runs["train_device"].replace("", "unknown"),
-                               latency_device_name=runs["latency_device_name"].replace("", "unknown"))
+    run_rows = _runs(results)
+    if len(run_rows):
+        devices = (run_rows.assign(train_device=run_rows["train_device"].replace("", "unknown"),
+                                   latency_device_name=run_rows["latency_device_name"].replace("", "unknown"))
                    .groupby(["train_device", "latency_device_name"]).size().reset_index(name="runs")
                    .rename(columns={"train_device": "trained on", "latency_device_name": "latency measured on"}))
         blocks.append(("table", devices, "Devices recorded by the runs themselves (metrics.json, eval.json)."))
@@ -294,17 +302,18 @@ def hardware(results: pd.DataFrame) -> list[tuple]:
 
 def timing(results: pd.DataFrame, stores: pd.DataFrame) -> list[tuple]:
     blocks: list[tuple] = [("h2", "How long")]
-    runs = _runs(results)
-    if len(runs):
+    run_rows = _runs(results)
+    if len(run_rows):
         rows = []
-        for ds, part in runs.groupby("dataset", sort=False):
+        for ds, part in run_rows.groupby("dataset", sort=False):
             dense, pruned = part[part["variant"] == "dense"], part[part["variant"] != "dense"]
             rows.append({"dataset": ds, "runs": len(part),
                          "training (dense)": _duration(dense["train_seconds"].sum(min_count=1)),
                          "fine-tuning (pruned)": _duration(pruned["train_seconds"].sum(min_count=1))})
-        rows.append({"dataset": "all", "runs": len(runs),
-                     "training (dense)": _duration(runs.loc[runs["variant"] == "dense", "train_seconds"].sum(min_count=1)),
-                     "fine-tuning (pruned)": _duration(runs.loc[runs["variant"] != "dense", "train_seconds"].sum(min_count=1))})
+        dense_rows = run_rows["variant"] == "dense"
+        rows.append({"dataset": "all", "runs": len(run_rows),
+                     "training (dense)": _duration(run_rows.loc[dense_rows, "train_seconds"].sum(min_count=1)),
+                     "fine-tuning (pruned)": _duration(run_rows.loc[~dense_rows, "train_seconds"].sum(min_count=1))})
         blocks.append(("table", pd.DataFrame(rows), "Training wall time (sum of metrics.json wall_time_s)."))
     done = stores[stores["state"] == "done"] if len(stores) else stores
     if len(done):
@@ -349,8 +358,8 @@ def problems(params, results, status, stores, quarantine) -> list[tuple]:
                        "Quarantined videos (details shortened; quarantine.csv has them whole)."))
     else:
         blocks.append(("p", "No video was quarantined."))
-    runs = _runs(results)
-    dense = runs[runs["variant"] == "dense"] if len(runs) else runs
+    run_rows = _runs(results)
+    dense = run_rows[run_rows["variant"] == "dense"] if len(run_rows) else run_rows
     if len(dense) and dense["excluded"].fillna(0).gt(0).any():
         excluded = (dense.groupby(["dataset", "split"]).agg(test_videos=("num_videos", "max"),
                                                              excluded=("excluded", "max")).reset_index())
@@ -371,11 +380,11 @@ def reproduce(params_file: str, results: pd.DataFrame) -> list[tuple]:
                 f"this report from the runs on disk: `actionrepro report --params {params_file}`",
                 "one number: the command in its row below (Snakemake builds whatever that run needs)"]),
     ]
-    runs = _runs(results)
-    if len(runs):
+    run_rows = _runs(results)
+    if len(run_rows):
         rows = [{"run": f"{r.dataset} split {r.split} {r.model} {r.variant}", "command": f"`{r.reproduce}`",
-                 "steps": " && ".join(f"`{c}`" for c in collect.step_commands(r.dataset, r.split, r.model, r.variant,
+                 "steps": " && ".join(f"`{c}`" for c in runs.step_commands(runs.RunId(r.dataset, r.split, r.model, r.variant),
                                                                              params_file))}
-                for r in runs.itertuples()]
+                for r in run_rows.itertuples()]
         blocks.append(("table", pd.DataFrame(rows), "One command per run (its eval.json holds both view protocols)."))
     return blocks

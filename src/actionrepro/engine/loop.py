@@ -1,24 +1,15 @@
-"""Train one model on one split: the `actionrepro train` step, and the pruning step's fine-tune.
-
-`train()` resolves names (dataset, model, run directory) and hands a built model and datasets to
-`fit()`, the loop itself, which is what the tests and the pruning step drive directly.
+"""The training loop: epochs over a built model and datasets into a run directory, resumable.
 
 Run directory (rank 0 writes, every file atomically):
   checkpoint.pt  after every epoch: model, optimizer, scheduler, scaler, RNG states (every rank),
                  history, epoch. A re-run with the same settings resumes from it; on CPU the
                  resumed run ends bit-identical to an uninterrupted one. When the run completes,
                  its "model" is the *selected* epoch's weights (what evaluate and prune load).
-                 With validation it also holds the best epoch's weights so far ("best_model"),
-                 in the same atomic write, so the two can never disagree after a kill.
-  history.csv    one row per epoch.  metrics.json  the final summary.  model.json  how to rebuild.
+                 With validation it also holds the best epoch's weights so far ("best_model").
+  history.csv    one row per epoch.  metrics.json  the final summary.
 
-A checkpoint is resumed only when its fingerprint matches: params["train"] (except num_workers,
-device, compile), seed, epochs, lr, data sizes and a digest of the starting weights; otherwise the
-run starts over with a warning. Bit-identical also assumes the same torch build and thread count.
-
-Model selection never looks at the test split: val_fraction=0 keeps the last epoch; otherwise a
-validation subset is carved from the TRAIN split (UCF101 by group, HMDB51 stratified by class) and
-the epoch with the best validation accuracy is kept.
+A checkpoint is resumed only when its fingerprint matches (settings that change the numbers, data
+sizes, starting weights); otherwise the run starts over with a warning.
 """
 
 from __future__ import annotations
@@ -28,7 +19,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 import time
 from pathlib import Path
 from typing import Callable, Mapping
@@ -39,8 +29,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm import tqdm
 
-from actionrepro import paths
 from actionrepro.engine import checkpoint, determinism, distributed, optim
+from actionrepro.engine.step import INPUT_KEYS, autocast_for, backward_pass, model_inputs, optimizer_step
 from actionrepro.errors import ConfigError, DataError
 from actionrepro.io import atomic_write_csv, atomic_write_json
 
@@ -48,54 +38,10 @@ log = logging.getLogger(__name__)
 
 Init = Mapping[str, torch.Tensor] | Callable[[nn.Module], nn.Module | None]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "clips_per_s", "epoch_seconds"]
-INPUT_KEYS = ("rgb", "flow")
 # Settings that do not change the numbers a run produces: a resume may differ in them.
 RESUME_IRRELEVANT = ("num_workers", "device", "compile")
-UCF_GROUP = re.compile(r"_g(\d+)_c\d+", re.IGNORECASE)
 
 
-# ---------------------------------------------------------------- validation subset
-def ucf_group(video_id: str) -> int:
-    """UCF101 group number from a video id (`v_ApplyEyeMakeup_g08_c01`): clips of one group share
-    actors and scenes, so they must not straddle train and validation."""
-    match = UCF_GROUP.search(str(video_id))
-    if match is None:
-        raise DataError(f"video id {video_id!r} has no UCF101 group tag (_gXX_cYY); cannot carve a "
-                        "group-wise validation subset. Check the manifest, or set train.val_fraction: 0")
-    return int(match.group(1))
-
-
-def carve_validation(videos: pd.DataFrame, fraction: float, seed: int, by_group: bool) -> tuple[list[str], list[str]]:
-    """Split the TRAIN split's videos (columns video_id, label) into (train_ids, val_ids).
-
-    by_group (UCF101): whole groups go to validation (sklearn GroupShuffleSplit), as the official
-    splits do for the test set. Otherwise (HMDB51): stratified by class (train_test_split).
-    """
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
-
-    ids = videos["video_id"].astype(str).to_numpy()
-    if not 0 < fraction < 1:
-        raise ConfigError(f"train.val_fraction must be in (0, 1) to carve a validation subset, got {fraction}")
-    if by_group:
-        groups = [ucf_group(v) for v in ids]
-        if len(set(groups)) < 2:
-            raise DataError(f"the training split holds a single UCF101 group ({groups[0] if groups else 'none'}); "
-                            "a group-wise validation subset needs at least two. Set train.val_fraction: 0")
-        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-        train_idx, val_idx = next(splitter.split(ids, groups=groups))
-    else:
-        labels = videos["label"].to_numpy()
-        try:
-            train_idx, val_idx = train_test_split(range(len(ids)), test_size=fraction, stratify=labels,
-                                                  random_state=seed)
-        except ValueError as err:
-            raise ConfigError(f"train.val_fraction={fraction} cannot carve a class-stratified validation subset "
-                              f"from {len(ids)} training videos of {len(set(labels))} classes ({err}); "
-                              "raise val_fraction or set it to 0") from err
-    return sorted(ids[list(train_idx)]), sorted(ids[list(val_idx)])
-
-
-# ---------------------------------------------------------------- model preparation
 def freeze_partial_bn(model: nn.Module) -> list[nn.Module]:
     """TSN partial BN: every BatchNorm but the first stops learning and stops updating its statistics.
 
@@ -139,67 +85,6 @@ def _to_channels_last(model: nn.Module) -> None:
             param.data = param.data.contiguous(memory_format=torch.channels_last)
         elif param.dim() == 5:
             param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
-
-
-# ---------------------------------------------------------------- the step
-def model_inputs(batch: Mapping, device: torch.device) -> dict[str, torch.Tensor]:
-    """The model's keyword inputs (rgb and/or flow) from a collated batch, on `device`."""
-    return {k: batch[k].to(device, non_blocking=True) for k in INPUT_KEYS if k in batch and batch[k] is not None}
-
-
-def autocast_for(device: torch.device, amp_dtype: torch.dtype | None):
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-def backward_pass(model: nn.Module, core: nn.Module, inputs: dict, labels: torch.Tensor, loss_fn: nn.Module,
-                  scale: float = 1.0, scaler: torch.amp.GradScaler | None = None,
-                  amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, loss (+ the model's auxiliary loss), backward of loss*scale. Returns the detached
-    loss and the number of correct predictions, both as tensors (no host sync)."""
-    with autocast_for(labels.device, amp_dtype):
-        logits = model(**inputs)
-    loss = loss_fn(logits.float(), labels)
-    aux = core.auxiliary_loss() if hasattr(core, "auxiliary_loss") else None
-    if aux is not None:
-        loss = loss + aux.float()
-    scaled = loss * scale if scale != 1.0 else loss
-    if scaler is not None and scaler.is_enabled():
-        scaled = scaler.scale(scaled)
-    scaled.backward()
-    return loss.detach(), (logits.detach().argmax(dim=1) == labels).sum()
-
-
-def optimizer_step(optimizer: torch.optim.Optimizer, scheduler=None, scaler: torch.amp.GradScaler | None = None,
-                   clip_grad_norm: float | None = None) -> None:
-    """Clip (after unscaling), step, advance the per-step schedule, clear the gradients."""
-    scaling = scaler is not None and scaler.is_enabled()
-    if clip_grad_norm:
-        if scaling:
-            scaler.unscale_(optimizer)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-    if scaling:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if scheduler is not None:
-        scheduler.step()
-
-
-def train_step(model: nn.Module, batch: Mapping, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, *,
-               device: torch.device, core: nn.Module | None = None, scheduler=None,
-               scaler: torch.amp.GradScaler | None = None, clip_grad_norm: float | None = None,
-               amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One whole optimisation step on one batch (what fit() does when accumulate=1)."""
-    labels = batch["label"].to(device, non_blocking=True)
-    loss, correct = backward_pass(model, core if core is not None else model, model_inputs(batch, device), labels,
-                                  loss_fn, scaler=scaler, amp_dtype=amp_dtype)
-    optimizer_step(optimizer, scheduler, scaler, clip_grad_norm)
-    return loss, correct
 
 
 # ---------------------------------------------------------------- epochs
@@ -533,77 +418,3 @@ def _finalize(core, out_dir, history, best, with_val, epochs, lr, seed, ctx, amp
         atomic_write_csv(out_dir / "history.csv", _history_frame(history, with_val))
         atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
-
-
-# ---------------------------------------------------------------- the step entry point
-def train(dataset: str, split: int, model_name: str, params: dict, variant: str = "dense",
-          init: Init | None = None, *, model: nn.Module | None = None, epochs: int | None = None,
-          lr: float | None = None, model_record: dict | None = None,
-          on_epoch_end: Callable[[int], None] | None = None) -> Path:
-    """Train `model_name` (or the given, already built `model`, e.g. a pruned one) on the official
-    TRAIN list of `dataset` split `split`; returns paths.run_dir(dataset, split, model_name, variant).
-
-    epochs / lr override params["train"] (the pruning fine-tune); `init` is a state dict or a
-    callable applied to the fresh model; `model_record` adds keys to model.json (e.g. the pruned
-    structure). Resumes from the run directory's checkpoint when its settings match.
-    """
-    from actionrepro.data.dataset import VideoClipDataset
-    from actionrepro.models.registry import build_model
-
-    cfg = params["train"]
-    ctx = distributed.setup(cfg.get("device", "auto"))
-    try:
-        out_dir = paths.run_dir(dataset, split, model_name, variant)
-        options = dict((params.get("architectures") or {}).get(model_name) or {})
-        num_classes = _num_classes(dataset)
-        determinism.seed_everything(int(params["seed"]))  # the model's initial weights
-        if model is None:
-            model = build_model(model_name, params["scale"], num_classes, options)
-        spec = model.input_spec
-
-        full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
-        if int(getattr(full, "num_classes", num_classes)) != num_classes:
-            raise DataError(f"{paths.manifests_dir(dataset) / 'classes.csv'} lists {num_classes} classes but the "
-                            f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
-        excluded = getattr(full, "excluded", None)
-        excluded = 0 if excluded is None else len(excluded)
-        val_fraction = float(cfg.get("val_fraction", 0.0))
-        meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant,
-                "excluded_videos": excluded}
-        if val_fraction > 0:
-            by_group = "ucf101" in dataset
-            train_ids, val_ids = carve_validation(full.videos, val_fraction, int(params["seed"]), by_group)
-            train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
-            val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1),
-                                       video_ids=val_ids)
-            meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
-            log.info("validation: %d videos carved from the train split (%s), %d left to train on",
-                     len(val_ids), meta["val_by"], len(train_ids))
-        else:
-            train_set, val_set = full, None
-        if ctx.is_main:
-            record = {"name": model_name, "scale": params["scale"], "options": options,
-                      "input_spec": spec.to_dict(), "num_classes": num_classes, "variant": variant,
-                      "dataset": dataset, "split": split, **(model_record or {})}
-            atomic_write_json(out_dir / "model.json", record)
-        fit(model, train_set, val_set, params, out_dir, epochs=epochs, lr=lr, init=init, meta=meta, ctx=ctx,
-            on_epoch_end=on_epoch_end)
-        return out_dir
-    finally:
-        distributed.teardown(ctx)
-
-
-def _num_classes(dataset: str) -> int:
-    """Classes of `dataset` from its manifest's classes.csv (label, class_name), before any model exists."""
-    path = paths.manifests_dir(dataset) / "classes.csv"
-    if not path.is_file():
-        raise DataError(f"{path} not found: parse the splits first (actionrepro splits {dataset})")
-    classes = pd.read_csv(path, keep_default_na=False, dtype={"class_name": str})
-    if "label" not in classes or len(classes) < 2:
-        raise DataError(f"{path} must have a 'label' column and at least two classes; "
-                        f"re-run actionrepro splits {dataset}")
-    labels = sorted(int(v) for v in classes["label"])
-    if labels != list(range(len(labels))):
-        raise DataError(f"{path}: labels must be 0..{len(labels) - 1} without gaps, got {labels[:5]}...; "
-                        f"re-run actionrepro splits {dataset}")
-    return len(labels)

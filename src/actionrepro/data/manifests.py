@@ -1,6 +1,6 @@
-"""Parse the official UCF101/HMDB51 split files into manifests (one CSV per split).
+"""The official UCF101/HMDB51 split files and the manifests made from them: parsing, checks, reading.
 
-Why a step of its own: the split files are where datasets silently go wrong (CRLF endings, labels
+Why this needs care: the split files are where datasets silently go wrong (CRLF endings, labels
 that only trainlists carry, the HandstandPushups/HandStand file-name quirk, HMDB51 names with `#`,
 `!`, `[`, `(`, `&`, `'` and spaces, a class index that must not come from a directory listing).
 So every video a list names must be found on disk, train and test must be disjoint, and the counts
@@ -20,13 +20,12 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
 from actionrepro import paths
 from actionrepro.errors import ConfigError, DataError
-from actionrepro.io import atomic_write_csv, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def _strip_avi(name: str) -> str:
     return name[:-4] if name.lower().endswith(".avi") else name
 
 
-def _require_dir(path: Path, dataset: str, what: str) -> None:
+def require_dir(path: Path, dataset: str, what: str) -> None:
     if not path.is_dir():
         parent = path.parent
         found = sorted(e.name for e in os.scandir(parent))[:10] if parent.is_dir() else []
@@ -260,20 +259,20 @@ def expected_counts(dataset: str, params: dict | None) -> dict:
     return {"classes": c, "splits": splits, "why": why}
 
 
-def _counts(entries: list[Entry]) -> dict[str, int]:
+def counts(entries: list[Entry]) -> dict[str, int]:
     out = {"train": 0, "test": 0, "unused": 0}
     for e in entries:
         out[e.subset] += 1
     return out
 
 
-def _check_counts(dataset: str, where: Path, classes: list[str], entries: dict[int, list[Entry]],
+def check_counts(dataset: str, where: Path, classes: list[str], entries: dict[int, list[Entry]],
                   expected: dict) -> None:
     problems = []
     if len(classes) != expected["classes"]:
         problems.append(f"{len(classes)} classes (expected {expected['classes']:,})")
     for k in SPLITS:
-        got = _counts(entries[k])
+        got = counts(entries[k])
         for subset in ("train", "test", "unused"):
             want = expected["splits"][k][subset]
             if want is not None and got[subset] != want:
@@ -289,7 +288,7 @@ def _check_counts(dataset: str, where: Path, classes: list[str], entries: dict[i
                         + "; ".join(problems) + f". Nothing is dropped silently; {fix}")
 
 
-def _check_disjoint(dataset: str, entries: dict[int, list[Entry]]) -> None:
+def check_disjoint(dataset: str, entries: dict[int, list[Entry]]) -> None:
     for k, rows in entries.items():
         seen: dict[str, Entry] = {}
         for e in rows:
@@ -301,99 +300,7 @@ def _check_disjoint(dataset: str, entries: dict[int, list[Entry]]) -> None:
             seen[e.video_id] = e
 
 
-# ---------------------------------------------------------------------------------------------
-# The step
-
-
-def write_manifests(dataset: str, source: str | Path | None = None, out: str | Path | None = None,
-                    params: dict | None = None) -> Path:
-    """Parse `dataset`'s official split files under `source` into manifests in `out`; return `out`.
-
-    Defaults: source = data/videos/<dataset>, out = data/manifests/<dataset>.
-    """
-    fmt = list_format(dataset)
-    source = Path(source) if source is not None else paths.videos_dir(dataset)
-    out = Path(out) if out is not None else paths.manifests_dir(dataset)
-    _require_dir(source, dataset, "extracted dataset folder")
-    if fmt == "ucf101":
-        list_dir, video_root_rel = source / UCF_LIST_DIR, UCF_VIDEO_ROOT
-        _require_dir(list_dir, dataset, "UCF101 split folder")
-        _require_dir(source / UCF_VIDEO_ROOT, dataset, "UCF101 video folder")
-        classes, entries = parse_ucf101(list_dir)
-    else:
-        list_dir, video_root_rel = source / HMDB_SPLIT_DIR, ""
-        _require_dir(list_dir, dataset, "HMDB51 split folder")
-        classes, entries = parse_hmdb51(list_dir)
-    label_of = {name: i for i, name in enumerate(classes)}
-
-    _check_disjoint(dataset, entries)
-    expected = expected_counts(dataset, params)
-    _check_counts(dataset, list_dir, classes, entries, expected)
-    pairs = _synthetic_pairs(dataset, classes, params)
-
-    # Every listed video (train, test and unused) must exist; count and name the missing ones.
-    video_root = source / video_root_rel if video_root_rel else source
-    cache: dict = {}
-    found: dict[str, str] = {}
-    missing: dict[str, list[str]] = {}
-    for k in SPLITS:
-        for e in entries[k]:
-            if e.listed in found or e.listed in missing:
-                if e.listed in missing:
-                    missing[e.listed].append(e.source)
-                continue
-            rel = resolve(video_root, e.listed, cache)
-            if rel is None:
-                missing[e.listed] = [e.source]
-            else:
-                found[e.listed] = f"{video_root_rel}/{rel}" if video_root_rel else rel
-    if missing:
-        shown = "; ".join(f"{name} (named by {srcs[0]}{f' and {len(srcs) - 1} more' if len(srcs) > 1 else ''})"
-                          for name, srcs in list(missing.items())[:10])
-        raise DataError(f"{dataset}: {len(missing):,} of {len(found) + len(missing):,} videos named by the split "
-                        f"files are missing under {video_root}: {shown}{' ...' if len(missing) > 10 else ''}. "
-                        f"Re-extract the dataset (`actionrepro extract {dataset}`) or check --source")
-
-    classes_df = pd.DataFrame({"label": range(len(classes)), "class_name": classes})
-    atomic_write_csv(out / "classes.csv", classes_df)
-    summary_splits = {}
-    for k in SPLITS:
-        rows = [(e.video_id, found[e.listed], label_of[e.class_name], e.class_name, e.subset)
-                for e in entries[k] if e.subset != "unused"]
-        frame = pd.DataFrame(rows, columns=COLUMNS)
-        frame = frame.sort_values("subset", kind="stable", key=lambda s: s.map({"train": 0, "test": 1}))
-        atomic_write_csv(out / f"split{k}.csv", frame)
-        counts = _counts(entries[k])
-        summary_splits[str(k)] = {
-            **counts,
-            "classes": len(classes),
-            "train_classes": int(frame.loc[frame.subset == "train", "label"].nunique()),
-            "test_classes": int(frame.loc[frame.subset == "test", "label"].nunique()),
-        }
-    if pairs is not None:
-        atomic_write_csv(out / "reversal_pairs.csv", pd.DataFrame(
-            [(a, b, label_of[a], label_of[b]) for a, b in pairs],
-            columns=["class_a", "class_b", "label_a", "label_b"]))
-    summary = {
-        "dataset": dataset,
-        "format": fmt,
-        "source": str(source),
-        "split_files": str(list_dir),
-        "classes": len(classes),
-        "videos_listed": len(found),
-        "expected": {"why": expected["why"], "classes": expected["classes"],
-                     "splits": {str(k): v for k, v in expected["splits"].items()}},
-        "splits": summary_splits,
-        "reversal_pairs": len(pairs) if pairs is not None else None,
-    }
-    atomic_write_json(out / "summary.json", summary)
-    log.info("%s: %d classes; %s -> %s", dataset, len(classes),
-             ", ".join(f"split{k} {v['train']}/{v['test']} train/test ({v['unused']} unused)"
-                       for k, v in summary_splits.items()), out)
-    return out
-
-
-def _synthetic_pairs(dataset: str, classes: list[str], params: dict | None) -> list[tuple[str, str]] | None:
+def synthetic_pairs(dataset: str, classes: list[str], params: dict | None) -> list[tuple[str, str]] | None:
     """The reversal pairs of a synthetic dataset, after checking its classes are the generator's."""
     if not dataset.startswith("synth_"):
         return None
@@ -415,3 +322,46 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         if col in frame:
             frame[col] = frame[col].astype("int64")
     return frame
+
+
+def read_classes(dataset: str) -> list[str]:
+    """Class names in label order from data/manifests/<ds>/classes.csv: the one reader of the class index."""
+    path = paths.manifests_dir(dataset) / "classes.csv"
+    fix = f"re-run `actionrepro splits {dataset}`"
+    if not path.is_file():
+        raise DataError(f"{path} not found: parse the splits first (actionrepro splits {dataset})")
+    classes = read_manifest(path)
+    if not {"label", "class_name"} <= set(classes.columns) or len(classes) < 2:
+        raise DataError(f"{path} must have 'label' and 'class_name' columns and at least two classes; {fix}")
+    labels = sorted(int(v) for v in classes["label"])
+    if labels != list(range(len(labels))):
+        raise DataError(f"{path}: labels must be 0..{len(labels) - 1} without gaps, got {labels[:5]}...; {fix}")
+    names = dict(zip(classes["label"].astype(int), classes["class_name"]))
+    return [names[i] for i in range(len(labels))]
+
+
+_SPLIT_FILE = re.compile(r"split(\d+)\.csv")
+MANIFEST_COLUMNS = COLUMNS
+
+
+def read_all_splits(dataset: str) -> pd.DataFrame:
+    """All split<k>.csv rows of `dataset` with a `split` column; DataError if absent or malformed."""
+    folder = paths.manifests_dir(dataset)
+    files = sorted((int(m.group(1)), entry.path) for entry in (os.scandir(folder) if folder.is_dir() else [])
+                   if (m := _SPLIT_FILE.fullmatch(entry.name)))
+    if not files:
+        raise DataError(f"no split manifests (split<k>.csv) in {folder}; run `actionrepro splits {dataset}` first")
+    frames = []
+    for k, file in files:
+        table = pd.read_csv(file, dtype=str, keep_default_na=False, na_filter=False)
+        missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+        if missing:
+            raise DataError(f"{file} lacks column(s) {', '.join(missing)} (expected {', '.join(MANIFEST_COLUMNS)}); "
+                            f"re-run `actionrepro splits {dataset}`")
+        for p in table["path"]:
+            rel = PurePosixPath(p)
+            if not p or rel.is_absolute() or ".." in rel.parts:
+                raise DataError(f"{file} names video path {p!r}, which is not relative to data/videos/{dataset}; "
+                                f"re-run `actionrepro splits {dataset}`")
+        frames.append(table.assign(split=k))
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,193 @@
+"""The run-directory contract: where a run lives, what its variants are called, how to redo it, and
+the one loader of its weights (dense or pruned).
+
+A run is (dataset, split, model, variant) and lives in runs/<dataset>/split<k>/<model>/<variant>,
+variant `dense` or `pruned-<ratio>` (the ratio written with {:g}, as the workflow writes it).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from actionrepro.engine import checkpoint
+from actionrepro.errors import ActionReproError
+from actionrepro.inputs import InputSpec
+
+RUNS = Path("runs")
+DENSE = "dense"
+PRUNED_PREFIX = "pruned-"
+
+
+@dataclass(frozen=True)
+class RunId:
+    dataset: str
+    split: int
+    model: str
+    variant: str = DENSE
+
+    @property
+    def dir(self) -> Path:
+        return run_dir(self.dataset, self.split, self.model, self.variant)
+
+    @property
+    def ratio(self) -> float | None:
+        """The pruning ratio of a pruned variant; None for dense."""
+        return None if self.variant == DENSE else variant_ratio(self.variant)
+
+
+def run_dir(dataset: str, split: int, model: str, variant: str = DENSE) -> Path:
+    return RUNS / dataset / f"split{split}" / model / variant
+
+
+def variant_name(ratio: float) -> str:
+    """The run-directory name of a pruning ratio (`pruned-0.3`)."""
+    return f"{PRUNED_PREFIX}{float(ratio):g}"
+
+
+def variant_names(ratios: list[float]) -> list[str]:
+    """dense plus one pruned variant per ratio."""
+    return [DENSE] + [variant_name(r) for r in ratios]
+
+
+def variant_ratio(variant: str) -> float:
+    """0 for dense, r for pruned-r; NaN for a name that is neither."""
+    if variant == DENSE:
+        return 0.0
+    try:
+        return float(variant.removeprefix(PRUNED_PREFIX))
+    except ValueError:
+        return float("nan")
+
+
+def run_id_of(path: str | Path) -> RunId | None:
+    """The RunId of a runs/<ds>/split<k>/<model>/<variant> directory; None for any other path."""
+    parts = Path(path).parts
+    if len(parts) < 4 or not parts[-3].startswith("split") or not parts[-3][5:].isdigit():
+        return None
+    return RunId(parts[-4], int(parts[-3][5:]), parts[-2], parts[-1])
+
+
+# ---------------------------------------------------------------- redo commands
+def step_commands(run: RunId, params_file: str | None = None) -> list[str]:
+    """The CLI steps that produce this run's weights and evaluation, once the data steps are done."""
+    opt = f" --params {params_file}" if params_file else ""
+    cmds = [f"actionrepro train {run.dataset} {run.split} {run.model}{opt}"]
+    if run.variant != DENSE:
+        cmds.append(f"actionrepro prune {run.dataset} {run.split} {run.model} "
+                    f"{run.variant.removeprefix(PRUNED_PREFIX)}{opt}")
+    cmds.append(f"actionrepro evaluate {run.dataset} {run.split} {run.model} --variant {run.variant}{opt}")
+    return cmds
+
+
+def weights_command(path: str | Path) -> str:
+    """The command that (re)makes the weights of the run directory `path` (train, or prune)."""
+    run = run_id_of(path)
+    if run is None:
+        return "actionrepro train DATASET SPLIT MODEL (or prune DATASET SPLIT MODEL RATIO)"
+    return step_commands(run)[-2]
+
+
+def reproduce_command(run: RunId, params_file: str) -> str:
+    """One Snakemake command that (re)builds this run's eval.json and everything it depends on."""
+    config = "" if params_file == "params.yaml" else f" --configfile {params_file}"
+    return f"snakemake --cores all{config} {run.dir.as_posix()}/eval.json"
+
+
+# ---------------------------------------------------------------- run files
+def read_json(path: Path, redo: str = "re-run the step that writes it") -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise ActionReproError(f"{path} not found; {redo}") from err
+    except json.JSONDecodeError as err:
+        raise ActionReproError(f"{path} is not valid JSON ({err}); {redo}") from err
+
+
+def read_model_record(path: Path) -> dict:
+    """model.json of a run: how to rebuild its network (name, scale, options, classes, pruning)."""
+    redo = f"re-run `{weights_command(path)}`"
+    meta_path = path / "model.json"
+    if not meta_path.is_file():
+        raise ActionReproError(f"{meta_path} not found: run `{weights_command(path)}` first or check the run directory")
+    meta = read_json(meta_path, redo)
+    missing = [k for k in ("name", "scale", "num_classes") if k not in meta]
+    if missing:
+        raise ActionReproError(f"{meta_path} lacks key(s) {', '.join(missing)}; {redo}")
+    return meta
+
+
+def plain_state_dict(state: dict) -> dict:
+    """A state dict without the wrappers' prefixes (DistributedDataParallel, torch.compile)."""
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in state.items()}
+
+
+def finished_weights(path: Path) -> dict:
+    """The selected weights of a finished run (checkpoint.pt, weights_only)."""
+    redo = weights_command(path)
+    ckpt_path = path / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise ActionReproError(f"{ckpt_path} not found: run `{redo}` first or check the run directory")
+    state = checkpoint.load(ckpt_path)
+    if state.get("complete") is not True:
+        raise ActionReproError(f"{ckpt_path} is from a run that has not finished (epoch "
+                               f"{state.get('epoch', '?')}); re-run `{redo}` to resume it")
+    if not isinstance(state.get("model"), dict):
+        raise ActionReproError(f"{ckpt_path} holds no 'model' state dict; delete it and re-run `{redo}`")
+    return plain_state_dict(state["model"])
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The run's network in eval mode on the CPU: rebuilt from model.json (a pruned run replays its
+    recorded structure), then its checkpoint's weights; nothing is unpickled."""
+    from actionrepro.models.registry import build_model
+
+    path = Path(path)
+    meta = read_model_record(path)
+    redo = weights_command(path)
+    record = meta.get("pruning")
+    pruned = path.name.startswith(PRUNED_PREFIX)
+    if pruned and not isinstance(record, dict):
+        raise ActionReproError(f"{path / 'model.json'} holds no pruning record: {path} is not a pruned run "
+                               f"(dense runs load with their own state dict); re-run `{redo}`")
+    options = dict(meta.get("options") or {})
+    if pruned:
+        from actionrepro.models.registry import model_options
+
+        if "pretrained" in model_options(meta["name"]):
+            options["pretrained"] = "none"  # every weight comes from the checkpoint: fetch no pretrained file
+    with torch.inference_mode(False):  # a pruning replay traces the model through autograd
+        model = build_model(meta["name"], meta["scale"], int(meta["num_classes"]), options)
+        if pruned:
+            from actionrepro.pruning import structure
+
+            try:
+                structure.replay(model, record)
+            except ValueError as err:
+                raise ActionReproError(f"{path / 'model.json'}: the recorded pruning does not fit model "
+                                       f"{meta['name']!r} as built now (its code or options changed since "
+                                       f"pruning): {err}. Re-run `{redo}`") from err
+        weights = finished_weights(path)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as err:
+            what = "the pruned structure recorded in" if pruned else f"model {meta['name']!r} built from"
+            raise ActionReproError(f"{path / 'checkpoint.pt'} does not fit {what} {path / 'model.json'} "
+                                   f"(the model code or its options changed since): {err}. Re-run `{redo}`") from err
+    _check_input_spec(model, meta, path, redo)
+    return model.eval()
+
+
+def _check_input_spec(model: nn.Module, meta: dict, path: Path, redo: str) -> None:
+    spec = getattr(model, "input_spec", None)
+    if not isinstance(spec, InputSpec):
+        raise ActionReproError(f"the model loaded from {path} declares no input_spec (InputSpec); "
+                               "the registry must attach one to every model")
+    recorded = meta.get("input_spec")
+    if recorded is not None and dict(recorded) != spec.to_dict():
+        raise ActionReproError(f"{path / 'model.json'} records input_spec {recorded} but model {meta['name']!r} "
+                               f"now declares {spec.to_dict()}; re-run `{redo}` or restore the options")

@@ -1,0 +1,45 @@
+"""One module per DAG step, each with the same entry points: add_arguments(parser) and
+run(args, params). Steps call libraries; libraries never import a step, and steps never import
+each other. The one-line help of each step lives here, so `actionrepro --help` imports no step
+(a step module imports torch)."""
+
+from __future__ import annotations
+
+import argparse
+
+# In DAG order; the CLI offers exactly these subcommands.
+STEP_HELP = {
+    "synth": "write a synthetic dataset's archives in the official format",
+    "download": "fetch (or, for synth_*, generate) a dataset's archives into data/raw/DATASET",
+    "extract": "unpack data/raw/DATASET into the official layout under data/videos/DATASET",
+    "splits": "parse the official splits into data/manifests/DATASET",
+    "decode": "decode every video once into the frame store data/frames/DATASET",
+    "flow": "compute optical flow into data/flow/DATASET",
+    "train": "train MODEL on DATASET split SPLIT -> runs/DATASET/splitK/MODEL/dense",
+    "prune": "prune a trained model structurally and fine-tune it -> pruned-RATIO",
+    "evaluate": "evaluate a trained (dense or pruned) model on the test list",
+    "report": "compile runs/ into reports/ (tables, figures, report.md/html)",
+}
+STEP_NAMES = tuple(STEP_HELP)
+# Steps whose work runs in torch (threads set before torch loads OpenMP).
+TORCH_STEPS = ("decode", "flow", "train", "prune", "evaluate")
+
+
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    from actionrepro.data.sources import dataset_names
+
+    parser.add_argument("dataset", choices=dataset_names())
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """DATASET SPLIT MODEL: the identity of a run."""
+    add_dataset_argument(parser)
+    parser.add_argument("split", type=int, choices=[1, 2, 3])
+    parser.add_argument("model")
+
+
+def pruning_ratio(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"pruning ratio must be in (0, 1), got {text}")
+    return value
