@@ -1,9 +1,17 @@
 # Two commands for a fresh clone: `make demo` and `make test`; `make reproduce` for the paper scale.
-# Each creates .venv if missing and installs the project with its dependencies first.
+# Each creates .venv if missing and installs the project with its dependencies first: exactly the
+# locked set in requirements.lock (CPython 3.11, Linux x86-64, with hashes); `make lock` refreshes it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+# The lock is made by uv (pinned here), in a venv of its own so that it stays out of the locked set.
+UV_VERSION := 0.13.9
+LOCK_VENV := .venv-lock
+# `make lock LOCK_UPGRADE=--upgrade` moves every pin to its newest release; plain `make lock` keeps
+# the pins of the present lock and only adds or drops what pyproject.toml changed.
+LOCK_UPGRADE ?=
 CORES ?= all
 DEMO_CONFIG := config/demo.yaml
 # Snakemake runs at most this many GPU jobs at once (each claims a free GPU itself); empty where
@@ -11,17 +19,31 @@ DEMO_CONFIG := config/demo.yaml
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 GPU_RESOURCES = $(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS))
 
-.PHONY: demo reproduce test install lint clean-demo bench dvc-code
+.PHONY: demo reproduce test install lock lint clean-demo bench dvc-code
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# Two pip calls: --require-hashes admits no editable requirement, so the project itself comes
+# second, without dependencies (the lock has them all).
+$(STAMP): pyproject.toml $(LOCK) | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+$(LOCK_VENV)/bin/uv:
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet uv==$(UV_VERSION)
+
+# Resolves against PyPI, uv's default index (uv reads no pip.conf; --no-config: nor any uv.toml).
+lock: | $(LOCK_VENV)/bin/uv
+	$(LOCK_VENV)/bin/uv pip compile --no-config --quiet pyproject.toml --extra test \
+		--generate-hashes --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+		$(LOCK_UPGRADE) --output-file $(LOCK)
+	$(LOCK_VENV)/bin/python tools/lock_inputs.py --stamp $(LOCK) --uv-version $(UV_VERSION)
 
 demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG)
