@@ -148,10 +148,21 @@ def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[Member]:
     return out
 
 
+def _check_rar_extent(archive: Path, info: rarfile.RarInfo, size: int) -> None:
+    """A RAR cut short still parses (the reader stops at the end of the file): a member whose
+    packed data runs past the end of the file tells."""
+    end = (getattr(info, "data_offset", None) or 0) + (info.compress_size or 0)
+    if end > size:
+        raise DataError(f"{archive} is truncated: member {info.filename!r} needs bytes up to "
+                        f"{end:,} but the file has {size:,}; delete it and download it again")
+
+
 def _rar_members(archive: Path, rf: rarfile.RarFile) -> list[Member]:
     out = []
+    size = archive.stat().st_size
     for info in rf.infolist():
         name = info.filename
+        _check_rar_extent(archive, info, size)
         rel = safe_relpath(archive, name)
         if info.file_redir is not None:
             _reject_special(archive, name, "link or file reference")
