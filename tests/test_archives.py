@@ -674,3 +674,14 @@ def test_disk_full_while_extracting_says_so_and_removes_what_was_written(tmp_pat
         extract_archive(tmp_path / "a.zip", tmp_path / "out", progress=False)
     assert "no space left" in str(err.value) and "a.zip" in str(err.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_extract_dataset_removes_the_temporaries_of_a_killed_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_fake_hmdb(paths.raw_dir("synth_hmdb51"))
+    parent = paths.videos_dir("synth_hmdb51").parent
+    for stale in (".synth_hmdb51.partial", ".synth_hmdb51.old"):
+        (parent / stale / "cls").mkdir(parents=True)
+        (parent / stale / "cls" / "half.avi").write_bytes(b"half")
+    extract_dataset("synth_hmdb51", progress=False)
+    assert sorted(os.listdir(parent)) == ["synth_hmdb51"]
