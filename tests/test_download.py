@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import socket
 import zipfile
 from pathlib import Path
@@ -327,3 +328,210 @@ def test_synthetic_dataset_is_generated_with_sha256sums_and_reused_for_the_same_
     assert len(calls) == 1  # same recipe, archives verified: not regenerated
     download_dataset("synth_hmdb51", {**params, "seed": 1})
     assert len(calls) == 2 and read_sha256sums(raw / "SHA256SUMS") != sums
+
+
+# --- a raw server for what http.server will not do: no Content-Length, a byte-at-a-time drip ------
+
+import errno  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from actionrepro.data import download  # noqa: E402
+
+
+class RawServer:
+    """A bounded, self-stopping HTTP/1.1 server on 127.0.0.1. routes: path -> (body, mode) with
+    mode "plain" (Content-Length), "nolength" (no length, the body then close) or "drip" (one
+    byte per `drip_s`, at most `drip_max` bytes, then close)."""
+
+    def __init__(self, drip_s: float = 0.2, drip_max: int = 100):
+        self.routes: dict[str, tuple[bytes, str]] = {}
+        self.hits: list[tuple[str, str]] = []
+        self.drip_s, self.drip_max = drip_s, drip_max
+        self.stop = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.base = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(5)
+            request = b""
+            while b"\r\n\r\n" not in request and len(request) < 65536:
+                data = conn.recv(4096)
+                if not data:
+                    return
+                request += data
+            method, path = request.split(b" ", 2)[:2]
+            method, path = method.decode(), path.decode()
+            self.hits.append((method, path))
+            body, mode = self.routes.get(path, (b"", "missing"))
+            try:
+                self._answer(conn, method, body, mode)
+            except OSError:  # the client gave up (what a drip is for)
+                pass
+
+    def _answer(self, conn: socket.socket, method: str, body: bytes, mode: str) -> None:
+        if mode == "missing":
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        length = "" if mode == "nolength" else f"Content-Length: {len(body)}\r\n"
+        conn.sendall(f"HTTP/1.1 200 OK\r\n{length}Connection: close\r\n\r\n".encode())
+        if method == "HEAD":
+            return
+        if mode != "drip":
+            conn.sendall(body)
+            return
+        for byte in body[:self.drip_max]:
+            if self.stop.wait(self.drip_s):
+                return
+            conn.sendall(bytes([byte]))
+
+
+@pytest.fixture
+def raw_server(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = RawServer()
+    yield server
+    server.close()
+
+
+def unsized(reg: dict) -> dict:
+    """The registry with videos.zip as UCF101.rar really is published: no size, no checksum."""
+    return {"ucf101": sources.with_archive(reg["ucf101"], "videos.zip", size=None)}
+
+
+def stored_rar(tmp_path: Path) -> bytes:
+    """A real RAR (stored members), as UCF101.rar and hmdb51_org.rar are RARs."""
+    from actionrepro.data.rar import write_stored_rar
+
+    rng = random.Random(5)
+    write_stored_rar(tmp_path / "v.rar", [(f"UCF-101/C/v_C_g01_c0{i}.avi", rng.randbytes(60_000))
+                                          for i in range(1, 5)])
+    return (tmp_path / "v.rar").read_bytes()
+
+
+def test_truncated_first_download_without_size_or_checksum_is_not_pinned(raw_server, tmp_path):
+    """A cut-short RAR still starts with the RAR magic bytes: only its member list tells."""
+    videos = stored_rar(tmp_path)
+    raw_server.routes["/videos.rar"] = (videos[:150_000], "nolength")  # cut short, nothing to tell
+    raw_server.routes["/splits.zip"] = (SPLITS, "plain")
+    reg = registry([], [raw_server.url("/splits.zip")])["ucf101"]
+    rar = Archive(name="videos.rar", role="videos", format="rar", layout="UCF-101/<Class>/*.avi",
+                  top_dir="UCF-101", urls=(raw_server.url("/videos.rar"),))
+    reg = {"ucf101": Dataset("ucf101", archives=(rar, reg.archives[1]), homepage=reg.homepage)}
+    with pytest.raises(DataError) as err:
+        download_dataset("ucf101", PARAMS, sources=reg)
+
+    assert "does not open as an archive" in str(err.value) and "cut short" in str(err.value)
+    assert not (RAW / "videos.rar.sha256").exists() and not (RAW / "videos.rar").exists()
+    assert not (RAW / "videos.rar.part").exists()
+    assert [h for h in raw_server.hits if h[1] == "/videos.rar"] == [("GET", "/videos.rar")] * 3  # retried
+
+    raw_server.routes["/videos.rar"] = (videos, "plain")  # the server mends: the right file passes
+    download_dataset("ucf101", PARAMS, sources=reg)
+    assert sources.read_pin(RAW / "videos.rar.sha256") == sha256(videos)
+
+
+def test_complete_download_of_unknown_length_is_kept_unpinned_with_a_warning(raw_server, caplog):
+    raw_server.routes["/videos.zip"] = (VIDEOS, "nolength")
+    raw_server.routes["/splits.zip"] = (SPLITS, "plain")
+    reg = unsized(registry([raw_server.url("/videos.zip")], [raw_server.url("/splits.zip")]))
+    with caplog.at_level(logging.WARNING):
+        download_dataset("ucf101", PARAMS, sources=reg)
+
+    assert (RAW / "videos.zip").read_bytes() == VIDEOS
+    assert not (RAW / "videos.zip.sha256").exists()
+    assert "NOT pinned" in caplog.text and "full length could not be confirmed" in caplog.text
+    assert ("HEAD", "/videos.zip") in raw_server.hits  # it asked before giving up on the length
+    record = json.loads((RAW / "download.json").read_text())
+    assert record["archives"][0]["verified_by"] == "format only, not pinned"
+
+
+def test_download_of_unknown_registry_size_is_pinned_when_the_server_states_the_length(served):
+    reg = unsized(standard(served))
+    download_dataset("ucf101", PARAMS, sources=reg)
+    assert sources.read_pin(RAW / "videos.zip.sha256") == sha256(VIDEOS)
+
+
+def test_a_dripping_mirror_is_abandoned_for_the_next_within_the_configured_bound(raw_server):
+    raw_server.routes["/slow/videos.zip"] = (VIDEOS, "drip")  # a byte per 0.2 s: no read timeout trips
+    raw_server.routes["/fast/videos.zip"] = (VIDEOS, "plain")
+    raw_server.routes["/splits.zip"] = (SPLITS, "plain")
+    params = {**PARAMS, "download": {**PARAMS["download"], "min_rate_bytes_s": 1000, "stall_s": 1.0}}
+    reg = registry([raw_server.url("/slow/videos.zip"), raw_server.url("/fast/videos.zip")],
+                   [raw_server.url("/splits.zip")])
+    began = time.monotonic()
+    download_dataset("ucf101", params, sources=reg)
+    took = time.monotonic() - began
+
+    assert (RAW / "videos.zip").read_bytes() == VIDEOS
+    assert took < 2 * params["download"]["stall_s"] + 1.5  # measured over stall_s, then the next mirror
+    assert raw_server.hits.count(("GET", "/slow/videos.zip")) == 1  # not retried: too slow is the mirror
+    record = json.loads((RAW / "download.json").read_text())
+    assert record["archives"][0]["source"]["url"] == raw_server.url("/fast/videos.zip")
+    assert "too slow" in record["failures"][0]["error"]
+
+
+class FullDisk:
+    """A file object whose writes fail as they do on a full disk."""
+
+    def write(self, chunk):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_disk_full_while_downloading_stops_at_once_with_one_clear_message(served, monkeypatch):
+    real_write, writes = download._write_chunk, []
+
+    def fill_up(fh, chunk):  # the module's own write, on a disk that fills after two chunks
+        writes.append(len(chunk))
+        real_write(fh if len(writes) <= 2 else FullDisk(), chunk)
+
+    monkeypatch.setattr(download, "_write_chunk", fill_up)
+    with pytest.raises(DataError) as err:
+        download_dataset("ucf101", PARAMS, sources=standard(served))
+
+    message = str(err.value)
+    assert "no space left" in message and str(RAW / "videos.zip.part") in message
+    assert f"{len(VIDEOS):,} bytes" in message and "free space in" in message
+    assert not isinstance(err.value.__cause__, OSError)  # one message, not a chained traceback
+    assert served.count("/videos.zip") == 1  # stopped at once: no retry, no other mirror
+    assert not (RAW / "videos.zip").exists() and not (RAW / "videos.zip.part").exists()
+    assert not (RAW / "download.json").exists()
+
+
+def test_a_download_that_cannot_fit_is_refused_before_writing(served, monkeypatch):
+    monkeypatch.setattr(download.shutil, "disk_usage",
+                        lambda p: shutil._ntuple_diskusage(10**12, 10**12 - 1000, 1000))
+    with pytest.raises(DataError, match=r"no space left.*splits.zip.*bytes are free"):
+        download_dataset("ucf101", PARAMS, sources=standard(served))
+    assert not list(RAW.glob("*.part"))
+
+
+def test_temporaries_of_a_killed_run_are_removed_when_the_step_runs_again(served):
+    RAW.mkdir(parents=True)
+    (RAW / ".SHA256SUMS.x1y2.tmp").write_text("half")
+    (RAW / "old.zip.part.json").write_text("{}")  # its .part is gone
+    (RAW / ".generate-abc").mkdir()
+    (RAW / ".generate-abc" / "x.rar").write_bytes(b"x")
+    download_dataset("ucf101", PARAMS, sources=standard(served))
+    assert leftovers() == ["SHA256SUMS", "download.json", "splits.zip", "videos.zip", "videos.zip.sha256"]
+    assert not [p for p in RAW.iterdir() if p.name.startswith(".")]

@@ -5,14 +5,20 @@ or copied in); one already in data/raw/<ds>/ that verifies; a download from each
 then, where the registry lists one, its alternative (UCF101: the THUMOS zip) the same ways.
 Downloads stream into `<name>.part`, resume with a Range request, retry with exponential backoff,
 and are renamed onto `<name>` only after the size and checksum (official, or pinned from the
-first verified download) match. A present file that fails verification stays until a fresh copy
-verifies and replaces it. synth_* datasets are generated instead of downloaded.
+first verified download) match. An archive without an official checksum is pinned only once its
+full length was confirmed (registry size, Content-Length, Content-Range total or a HEAD request)
+and its member list reads, so a truncated first download is never pinned. A transfer slower than
+download.min_rate_bytes_s over download.stall_s is abandoned for the next mirror. A full disk
+stops the step with one message (the partial file removed). A present file that fails
+verification stays until a fresh copy verifies and replaces it. Temporary files of an earlier,
+killed run are removed when the step starts. synth_* datasets are generated instead of downloaded.
 `SHA256SUMS` (every archive in use) and then `download.json` (what came from where) are written
 last; download.json is the step's completion marker, removed when the step starts.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import importlib
 import json
@@ -32,7 +38,8 @@ import requests
 import urllib3
 from tqdm import tqdm
 
-from actionrepro import __version__, paths
+from actionrepro import __version__, config, paths
+from actionrepro.data import archives
 from actionrepro.data import sources as registry
 from actionrepro.data.sources import Archive, Dataset
 from actionrepro.errors import ActionReproError, ConfigError, DataError
@@ -50,6 +57,10 @@ TLS_HINT = ("set `download.verify_tls: false` in the params file or pass --insec
 
 class _Rejected(Exception):
     """A file that is not the archive it should be; the message says why (sizes, both hashes)."""
+
+
+class _DiskFull(Exception):
+    """Writing the download hit ENOSPC; not an OSError, so no network handler swallows it."""
 
 
 class _SourceFailed(Exception):
@@ -72,6 +83,7 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
     spec = registry.get(dataset, sources)
     raw = paths.raw_dir(dataset)
     raw.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(raw)
     marker = raw / MARKER
     previous = _read_json(marker)
     marker.unlink(missing_ok=True)
@@ -82,7 +94,7 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
                               f"only to the real datasets")
         records, summary["recipe"] = _generate(spec, params, raw, previous)
     else:
-        cfg = params["download"]
+        cfg = _with_defaults(params["download"])
         verify_tls = bool(cfg["verify_tls"]) and not insecure
         if not verify_tls:
             why = "--insecure" if insecure else "download.verify_tls: false"
@@ -96,6 +108,28 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
     atomic_write_json(marker, summary)
     log.info("%s: %d archive(s) ready in %s", dataset, len(records), raw)
     return [raw / r["name"] for r in records]
+
+
+def _with_defaults(cfg: dict) -> dict:
+    """params['download'] with the schema defaults for keys it lacks (min_rate_bytes_s, stall_s)."""
+    return config.fill_defaults(cfg, config.schema()["properties"]["download"])
+
+
+def _remove_stale_temporaries(raw: Path) -> None:
+    """Delete what a killed run left behind: atomic-write temporaries (`.<name>.*.tmp`), generator
+    folders (`.generate-*`) and `.part.json` sidecars whose `.part` is gone. `.part` files stay:
+    they are resumed."""
+    for path in raw.iterdir():
+        name = path.name
+        if name.startswith(".generate-") and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif name.startswith(".") and name.endswith(".tmp") and path.is_file():
+            path.unlink(missing_ok=True)
+        elif name.endswith(".part.json") and not path.with_name(name[:-5]).exists():
+            path.unlink(missing_ok=True)
+        else:
+            continue
+        log.info("removed %s, left behind by an earlier run that did not finish", path)
 
 
 def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
@@ -147,10 +181,29 @@ def _verify(path: Path, archive: Archive, pin: Path | None) -> dict:
     return record
 
 
-def _pin_if_new(final: Path, archive: Archive, record: dict) -> None:
-    """Pin the first verified copy of an archive that has no official checksum."""
+def _unreadable(path: Path) -> str | None:
+    """Why the archive's member list does not read (a truncated file), or None when it does."""
+    try:
+        archives.list_members(path)
+    except DataError as err:
+        return str(err)
+    return None
+
+
+def _pin_if_new(final: Path, archive: Archive, record: dict, length_known: bool) -> None:
+    """Pin the first verified copy of an archive that has no official checksum, but only when its
+    full length was confirmed and its members list: a pinned truncated file would reject every
+    good copy for good."""
     pin = registry.pin_path(final)
     if archive.pinned and not pin.exists():
+        problem = None if length_known else "its full length could not be confirmed (no size " \
+            "in the registry, and the server sent neither Content-Length nor a Content-Range total)"
+        problem = problem or _unreadable(final)
+        if problem:
+            record["verified_by"] += ", not pinned"
+            log.warning("%s is kept but NOT pinned: %s; it is checked again on every run and "
+                        "pinned once a download confirms it", final, problem)
+            return
         atomic_write_text(pin, registry.pin_text(record["sha256"], archive.name))
         record["verified_by"] += ", sha256 pinned now"
         log.info("%s has no official checksum: pinned its sha256 %s in %s", archive.name, record["sha256"], pin)
@@ -191,7 +244,7 @@ def _provide(spec: Dataset, archive: Archive, raw: Path, adopted: dict, before: 
                         final, why)
             problems.append(f"{final} (already present): {why}")
             continue
-        _pin_if_new(final, c, record)
+        _pin_if_new(final, c, record, length_known=c.size is not None)
         record["source"] = {"kind": "present"}
         old = before.get(c.name, {})
         if old.get("sha256") == record["sha256"]:  # same bytes as last run: keep their provenance
@@ -235,7 +288,7 @@ def _download(archive: Archive, url: str, raw: Path, session: requests.Session, 
     while True:
         attempt += 1
         try:
-            resumed = _fetch(session, url, part, archive, float(cfg["timeout_s"]))
+            resumed, total = _fetch(session, url, part, archive, cfg)
         except _SourceFailed as err:
             if err.permanent or attempt >= attempts:
                 if part.exists() and part.stat().st_size == 0:
@@ -255,12 +308,91 @@ def _download(archive: Archive, url: str, raw: Path, session: requests.Session, 
                 log.warning("%s: the resumed download %s; restarting it from byte 0", url, why)
                 continue
             raise _SourceFailed(f"downloaded file rejected: {why}", permanent=True) from None
+        problem = _unreadable(part) if archive.checksum is None else None
+        if problem:  # no checksum to catch it: a file cut short must not pass as the archive
+            _discard(part)
+            if attempt < attempts:
+                log.warning("%s: the download does not open as an archive (%s); retrying", url, problem)
+                continue
+            raise _SourceFailed(f"downloaded file does not open as an archive, probably cut short "
+                                f"({problem})", permanent=True)
+        length_known = archive.size is not None or record["size"] in (
+            total, _head_length(session, url, float(cfg["timeout_s"])))
         os.replace(part, final)
         part.with_name(part.name + ".json").unlink(missing_ok=True)
-        _pin_if_new(final, archive, record)
+        _pin_if_new(final, archive, record, length_known)
         record["source"] = {"kind": "url", "url": url}
         log.info("%s: downloaded and verified (%s)", final, record["verified_by"])
         return record
+
+
+def _head_length(session: requests.Session, url: str, timeout: float) -> int | None:
+    """The Content-Length a HEAD request reports, or None (no header, or the request failed)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+            response = session.head(url, timeout=timeout, allow_redirects=True, verify=session.verify)
+    except requests.RequestException:
+        return None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if response.status_code == 200 and length.isdigit() else None
+
+
+class _RateGuard:
+    """Abandons a transfer that averages under `min_rate` bytes/s over `window` seconds: a server
+    dripping a byte every few seconds never trips the per-read timeout."""
+
+    def __init__(self, min_rate: float, window: float):
+        self.min_rate, self.window = min_rate, window
+        self.start, self.got = time.monotonic(), 0
+
+    def update(self, n: int) -> None:
+        self.got += n
+        elapsed = time.monotonic() - self.start
+        if elapsed < self.window:
+            return
+        rate = self.got / elapsed
+        if rate < self.min_rate:
+            raise _SourceFailed(f"transfer too slow: {rate:,.0f} bytes/s over the last {elapsed:.1f} s, "
+                                f"under download.min_rate_bytes_s={self.min_rate:,.0f}; abandoning this "
+                                f"mirror", permanent=True)
+        self.start, self.got = time.monotonic(), 0
+
+
+def _write_chunk(fh, chunk: bytes) -> None:
+    """Append one chunk; a full disk becomes _DiskFull (handled once, with the space needed)."""
+    try:
+        fh.write(chunk)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise _DiskFull(str(err)) from None
+        raise
+
+
+def _disk_full(part: Path, archive: Archive, total: int | None, start: int) -> DataError:
+    """The one message for a full disk: which file, how much space is needed."""
+    free = shutil.disk_usage(part.parent).free
+    need = f"{total:,} bytes in all" if total is not None else \
+        (f"{archive.size:,} bytes" if archive.size else "an unknown number of bytes (the server "
+         "does not say)")
+    return DataError(f"no space left on the device while downloading {archive.name} into {part}: "
+                     f"it needs {need}, {free:,} bytes are free there. The partial file was removed; "
+                     f"free space in {part.parent} (or point data/ at a larger disk) and run the "
+                     f"download again")
+
+
+def _check_space(part: Path, archive: Archive, total: int | None, start: int) -> None:
+    """Refuse a download that cannot fit before writing a byte of it."""
+    if total is not None and total - start > shutil.disk_usage(part.parent).free:
+        _discard(part)
+        raise _disk_full(part, archive, total, start)
+
+
+def _body(response: requests.Response) -> Iterable[bytes]:
+    """The response body as it arrives (read1: whatever one socket read brings), so that the
+    rate check runs even when a server sends a byte at a time."""
+    while chunk := response.raw.read1(CHUNK, decode_content=True):
+        yield chunk
 
 
 def _discard(part: Path) -> None:
@@ -268,14 +400,19 @@ def _discard(part: Path) -> None:
     part.with_name(part.name + ".json").unlink(missing_ok=True)
 
 
-def _fetch(session: requests.Session, url: str, part: Path, archive: Archive, timeout: float) -> bool:
-    """One HTTP attempt, appending to `part` from where it ends; True if it resumed a partial file.
+def _fetch(session: requests.Session, url: str, part: Path, archive: Archive,
+           cfg: dict) -> tuple[bool, int | None]:
+    """One HTTP attempt, appending to `part` from where it ends; (True if it resumed a partial
+    file, the file's total size as the server states it, or None).
 
     The sidecar `<part>.json` remembers which URL (and ETag/Last-Modified) the bytes came from:
     a part from another mirror is resumed only when an official checksum will catch a mix-up.
     """
     meta_path = part.with_name(part.name + ".json")
     meta = _read_json(meta_path) or {}
+    timeout = float(cfg["timeout_s"])
+    read_timeout = min(timeout, float(cfg["stall_s"]))  # no byte for stall_s: stalled
+    total, start, full = None, 0, False
     with open(part, "ab") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -289,7 +426,7 @@ def _fetch(session: requests.Session, url: str, part: Path, archive: Archive, ti
             fh.truncate(0)
             offset = 0
         if archive.size is not None and offset == archive.size:
-            return True  # complete from an earlier run: straight to verification
+            return True, archive.size  # complete from an earlier run: straight to verification
         headers = {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -299,7 +436,8 @@ def _fetch(session: requests.Session, url: str, part: Path, archive: Archive, ti
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
                 # verify per request: a session-level False loses to REQUESTS_CA_BUNDLE (requests #3829)
-                response = session.get(url, stream=True, timeout=timeout, headers=headers, verify=session.verify)
+                response = session.get(url, stream=True, timeout=(timeout, read_timeout), headers=headers,
+                                       verify=session.verify)
             with response:
                 try:
                     start, total = _plan(response, offset, archive)
@@ -308,18 +446,23 @@ def _fetch(session: requests.Session, url: str, part: Path, archive: Archive, ti
                         fh.truncate(0)
                     raise
                 if start == -1:
-                    return True  # 416: the part already holds the whole file
+                    return True, total  # 416: the part already holds the whole file
                 if start == 0 and offset:
                     fh.truncate(0)
                 validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
                 atomic_write_json(meta_path, {"url": url, "validator": validator, "total": total})
                 log.info("downloading %s from %s%s", archive.name, url,
                          f" (resuming at byte {start:,})" if start else "")
+                _check_space(part, archive, total, start)
+                guard = _RateGuard(float(cfg["min_rate_bytes_s"]), float(cfg["stall_s"]))
                 with tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
                           desc=archive.name, disable=None, mininterval=1.0) as bar:
-                    for chunk in response.iter_content(CHUNK):
-                        fh.write(chunk)
+                    for chunk in _body(response):
+                        _write_chunk(fh, chunk)
                         bar.update(len(chunk))
+                        guard.update(len(chunk))
+        except _DiskFull:
+            full = True
         except requests.exceptions.SSLError as err:
             raise _SourceFailed(f"TLS certificate verification failed ({_reason(err)}); if you trust this "
                                 f"server, {TLS_HINT}", permanent=True) from None
@@ -327,13 +470,29 @@ def _fetch(session: requests.Session, url: str, part: Path, archive: Archive, ti
             raise _SourceFailed(f"connection failed: {_reason(err)}") from None
         except requests.RequestException as err:
             raise _SourceFailed(f"request failed: {_reason(err)}", permanent=True) from None
+        except urllib3.exceptions.HTTPError as err:  # raised by raw reads (read1), unwrapped
+            raise _SourceFailed(f"connection failed: {_reason(err)}") from None
         finally:
-            fh.flush()
-            os.fsync(fh.fileno())
+            full = full or not _flushed(fh)
         got = os.fstat(fh.fileno()).st_size
+    if full:
+        _discard(part)
+        raise _disk_full(part, archive, total, start)
     if total is not None and got != total:
         raise _SourceFailed(f"connection ended at byte {got:,} of {total:,}")
-    return start > 0
+    return start > 0, total
+
+
+def _flushed(fh) -> bool:
+    """Flush and fsync; False if the disk is full (the caller reports it once)."""
+    try:
+        fh.flush()
+        os.fsync(fh.fileno())
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        return False
+    return True
 
 
 def _plan(response: requests.Response, offset: int, archive: Archive) -> tuple[int, int | None]:
@@ -409,7 +568,7 @@ def _adopt(spec: Dataset, raw: Path, user_files: list[Path]) -> dict[str, dict]:
                             f"Nothing was copied; re-download it from {', '.join(archive.urls) or spec.homepage}"
                             ) from None
         method = _link_or_copy(src, dest)
-        _pin_if_new(dest, archive, record)
+        _pin_if_new(dest, archive, record, length_known=archive.size is not None)
         record["source"] = {"kind": "file", "path": str(src.resolve()), "method": method}
         log.info("%s verified (%s) and %s into %s", src, record["verified_by"], method, dest)
         adopted[archive.name] = record
