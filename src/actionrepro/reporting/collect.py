@@ -219,7 +219,8 @@ def top1_correct(run: Path, views: str) -> pd.Series:
         correct = table["pred"].astype(int).to_numpy() == table["label"].astype(int).to_numpy()
     except (TypeError, ValueError) as err:
         raise Unreadable(f"{Path(run) / f'predictions_{views}.csv'}: label/pred are not integers ({err})") from err
-    return pd.Series(correct, index=pd.Index(table["video_id"], name="video_id"), name="correct")
+    series = pd.Series(correct, index=pd.Index(table["video_id"], name="video_id"), name="correct")
+    return _matching(series, Path(run) / f"eval_{views}.json", "top1")
 
 
 def reversed_pair_correct(run: Path, views: str) -> pd.Series:
@@ -247,7 +248,21 @@ def reversed_pair_correct(run: Path, views: str) -> pd.Series:
         choice = np.where(scores[mask, a] >= scores[mask, b], a, b)
         keep |= mask
         correct[mask] = choice == labels[mask]
-    return pd.Series(correct[keep], index=pd.Index(table["video_id"][keep], name="video_id"), name="correct")
+    series = pd.Series(correct[keep], index=pd.Index(table["video_id"][keep], name="video_id"), name="correct")
+    return _matching(series, run / f"eval_{views}.json", "reversed_pair_acc", evaluation)
+
+
+def _matching(correct: pd.Series, eval_file: Path, key: str, evaluation: dict | None = None) -> pd.Series:
+    """`correct` if its mean reproduces eval_file's `key` (when recorded); else Unreadable: a test or
+    interval on per-video files that disagree with the reported number would qualify another number."""
+    if evaluation is None:
+        evaluation = read_json(eval_file) if eval_file.is_file() else {}
+    recorded = _number(evaluation.get(key))
+    found = float(correct.mean()) if len(correct) else math.nan
+    if not math.isnan(recorded) and not abs(found - recorded) < 1e-9:
+        raise Unreadable(f"the per-video files beside {eval_file} give {key} {found:.6f}, "
+                         f"{eval_file.name} records {recorded:.6f} (stale predictions or scores?)")
+    return correct
 
 
 def _top1_ci(run: Path, views: str, summary: dict) -> dict:
