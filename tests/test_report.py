@@ -310,6 +310,23 @@ def test_temporal_order_tests_each_model_against_tsn_on_reversed_pair_decisions(
     assert row(rows, model="tsn", variant="dense")["p vs tsn (McNemar)"] == "(reference)"
 
 
+def test_reversed_pair_outcomes_are_the_pair_decisions_not_top1(tmp_path):
+    from actionrepro import evaluate as ev
+
+    pairs = pd.DataFrame({"class_a": ["a", "c"], "class_b": ["b", "d"], "label_a": [0, 2], "label_b": [1, 3]})
+    labels = np.array([0, 1, 2, 3, 4])
+    scores = np.array([[0.3, 0.1, 0.0, 0.0, 0.6],   # top-1 wrong (e), pair right (a > b)
+                       [0.5, 0.4, 0.0, 0.0, 0.1],   # both wrong
+                       [0.0, 0.0, 0.2, 0.2, 0.6],   # top-1 wrong, pair tie -> class_a: right
+                       [0.0, 0.0, 0.0, 0.9, 0.1],   # both right
+                       [0.1, 0.0, 0.0, 0.0, 0.9]])  # class e has no twin: not a pair decision
+    videos = pd.DataFrame({"video_id": ["v0", "v1", "v2", "v3", "v4"]})
+    ev._write_protocol(tmp_path, "1x1", {}, videos, labels, scores, list("abcde"), [], pairs)
+    assert collect.reversed_pair_correct(tmp_path, "1x1").to_dict() == {"v0": True, "v1": False, "v2": True, "v3": True}
+    assert collect.top1_correct(tmp_path, "1x1").to_dict() == {"v0": False, "v1": False, "v2": False, "v3": True,
+                                                               "v4": True}
+
+
 def test_different_video_sets_are_not_tested_and_stale_predictions_give_no_ci(tmp_path, monkeypatch):
     params = build_runs_tree(tmp_path, splits=(1,))
     pruned = tmp_path / "runs/ucf101/split1/tsn/pruned-0.5/predictions_10x3.csv"
