@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -13,12 +14,13 @@ import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from actionrepro import cli
+from actionrepro.reporting import collect, figures, stats, tables
 from actionrepro.steps import report as report_step
-from actionrepro.reporting import collect, figures, tables
 from fixtures.runs_tree import PARAMS_FILE, QUARANTINED, build_runs_tree
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,6 +247,110 @@ def test_temporal_order_csv_and_table_hold_reversed_pair_accuracy_per_synthetic_
     assert r3d["reversed_pair_acc"] == 90.0 and r3d["n_splits"] == 3
     rows = table_with(markdown_tables(built["md"]), "reversed-pair acc (10x3)")
     assert row(rows, model="r3d", variant="pruned-0.5")["reversed-pair acc (10x3)"] == "84.00 ± 5.66 (n=2 of 3)"
+
+
+# ---------------------------------------------------------------- uncertainty and significance
+def test_results_csv_has_a_bootstrap_ci_of_top1_in_percent_around_every_top1(built):
+    results = built["results"]
+    assert results.columns.get_loc("top1_ci_low") == results.columns.get_loc("top1") + 1
+    assert results[["top1_ci_low", "top1_ci_high"]].notna().all().all()
+    assert (results["top1_ci_low"] < results["top1"]).all() and (results["top1"] < results["top1_ci_high"]).all()
+    one = results.set_index(["dataset", "split", "model", "variant", "views"]).loc[("ucf101", 1, "tsn", "dense", "10x3")]
+    # 160 of 200 right: the same interval from stats on the same outcomes, in percent (~ 80 ± 5.5)
+    low, high = stats.top1_ci(np.arange(200) < 160)
+    assert (one["top1_ci_low"], one["top1_ci_high"]) == (round(100 * low, 6), round(100 * high, 6))
+    assert 74.0 < one["top1_ci_low"] < 75.5 and 84.5 < one["top1_ci_high"] <= 86.0
+
+
+def pruning_csv(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "pruning.csv", keep_default_na=False, na_values=[""])
+
+
+def test_pruning_csv_has_mcnemar_p_values_pooled_over_splits_per_protocol(built):
+    csv = pruning_csv(built["out"])
+    assert len(csv) == 2 * 6 and set(csv["views"]) == {"1x1", "10x3"}  # 2 datasets x 3 models, 2 protocols
+    assert csv["p_value"].between(0.0, 1.0).all() and csv["test_note"].isna().all()
+    tsn = csv[(csv.dataset == "ucf101") & (csv.model == "tsn") & (csv.views == "10x3")].iloc[0]
+    # dense 160, 140, 145 right; pruned 156, 138, 140: 4 + 2 + 5 = 11 videos only dense got right
+    assert (tsn["n_videos"], tsn["dense_only_correct"], tsn["pruned_only_correct"]) == (600, 11, 0)
+    assert tsn["p_value"] == pytest.approx(2 * 0.5 ** 11)
+    assert tsn["p_value_splits"] == "1:0.125; 2:0.5; 3:0.0625"
+    assert tsn["delta_top1"] == pytest.approx(-11 / 6) and bool(tsn["significant"]) is True
+    # r3d on synth_hmdb51: split 2 of the pruned run was never evaluated -> only splits 1 and 3 pair
+    r3d = csv[(csv.dataset == "synth_hmdb51") & (csv.model == "r3d") & (csv.views == "10x3")].iloc[0]
+    assert (r3d["splits"], r3d["n_videos"], r3d["dense_only_correct"]) == ("1 3", 400, 4 + 10)
+    same = csv[(csv.dataset == "synth_hmdb51") & (csv.model == "tsn")]
+    assert (same["p_value"] == 1.0).all() and not same["significant"].astype(bool).any()
+
+
+def test_differences_that_are_not_significant_are_marked_with_a_legend(built, single_split):
+    for text, markdown in ((built["md"], True), (built["html"], False)):
+        rows = table_with(markdown_tables(text) if markdown else html_tables(text), "speed-up CPU")
+        assert row(rows, dataset="synth_hmdb51", model="tsn")["Δ top-1"] == "+0.00 ± 0.00 (n=3) n.s."
+        assert row(rows, dataset="synth_hmdb51", model="tsn")["p (McNemar)"] == "1"
+        assert row(rows, dataset="ucf101", model="tsn")["p (McNemar)"] == "<0.001"
+        assert row(rows, dataset="ucf101", model="r3d")["p (McNemar)"] == "0.00195"  # 2 * 0.5 ** 9
+        assert "n.s.: not significant at 0.05" in text
+    # split 1 alone: 4 videos apart, p = 0.125 -> the same 2-point drop is no longer significant
+    tsn = row(table_with(markdown_tables(single_split["md"]), "speed-up CPU"), dataset="ucf101", model="tsn")
+    assert (tsn["Δ top-1"], tsn["p (McNemar)"]) == ("-2.00 ± — (n=1) n.s.", "0.125")
+
+
+def test_temporal_order_tests_each_model_against_tsn_on_reversed_pair_decisions(built):
+    csv = pd.read_csv(built["out"] / "temporal_order.csv", keep_default_na=False, na_values=[""])
+    r3d = csv[(csv.model == "r3d") & (csv.variant == "dense")].iloc[0]
+    # r3d 180, 190, 170 of 200 pair decisions right, tsn 100 each: 240 videos only r3d got right
+    assert (r3d["reference"], r3d["n_pair_videos"], r3d["reference_only_correct"], r3d["model_only_correct"]) == \
+        ("tsn", 600, 0, 240)
+    assert r3d["p_value"] == pytest.approx(2 * 0.5 ** 240, rel=1e-9, abs=0) and r3d["delta_vs_reference"] == 40.0
+    tested = csv[csv.model != "tsn"]
+    assert tested["p_value"].between(0.0, 1.0).all() and len(tested) == 4
+    assert set(csv.loc[csv.model == "tsn", "test_note"]) == {"the reference"}
+    rows = table_with(markdown_tables(built["md"]), "reversed-pair acc (10x3)")
+    assert row(rows, model="r3d", variant="pruned-0.5")["Δ vs tsn"] == "+34.00 ± 5.66 (n=2)"
+    assert row(rows, model="tsn", variant="dense")["p vs tsn (McNemar)"] == "(reference)"
+
+
+def test_reversed_pair_outcomes_are_the_pair_decisions_not_top1(tmp_path):
+    from actionrepro.steps import evaluate as evaluate_step
+
+    pairs = pd.DataFrame({"class_a": ["a", "c"], "class_b": ["b", "d"], "label_a": [0, 2], "label_b": [1, 3]})
+    labels = np.array([0, 1, 2, 3, 4])
+    scores = np.array([[0.3, 0.1, 0.0, 0.0, 0.6],   # top-1 wrong (e), pair right (a > b)
+                       [0.5, 0.4, 0.0, 0.0, 0.1],   # both wrong
+                       [0.0, 0.0, 0.2, 0.2, 0.6],   # top-1 wrong, pair tie -> class_a: right
+                       [0.0, 0.0, 0.0, 0.9, 0.1],   # both right
+                       [0.1, 0.0, 0.0, 0.0, 0.9]])  # class e has no twin: not a pair decision
+    videos = pd.DataFrame({"video_id": ["v0", "v1", "v2", "v3", "v4"]})
+    evaluate_step.write_protocol(tmp_path, "1x1", {}, videos, labels, scores, list("abcde"), [], pairs)
+    assert collect.reversed_pair_correct(tmp_path, "1x1").to_dict() == {"v0": True, "v1": False, "v2": True, "v3": True}
+    assert collect.top1_correct(tmp_path, "1x1").to_dict() == {"v0": False, "v1": False, "v2": False, "v3": True,
+                                                               "v4": True}
+
+
+def test_different_video_sets_are_not_tested_and_stale_predictions_give_no_ci(tmp_path, monkeypatch):
+    params = build_runs_tree(tmp_path, splits=(1,))
+    pruned = tmp_path / "runs/ucf101/split1/tsn/pruned-0.5/predictions_10x3.csv"
+    table = pd.read_csv(pruned, dtype={"video_id": str})
+    table.loc[0, "video_id"] = "v_not_in_the_dense_run"
+    table.to_csv(pruned, index=False)
+    stale = tmp_path / "runs/ucf101/split1/r3d/dense/predictions_10x3.csv"
+    table = pd.read_csv(stale, dtype={"video_id": str})
+    table.loc[0, "pred"] = (table.loc[0, "label"] + 1) % 4  # now 169 of 200 right, eval.json says 170
+    table.to_csv(stale, index=False)
+    monkeypatch.chdir(tmp_path)
+    report_step.build_report(params, out=Path("reports"))
+    csv = pruning_csv(tmp_path / "reports").set_index(["dataset", "model", "views"])
+    refused = csv.loc[("ucf101", "tsn", "10x3")]
+    assert math.isnan(refused["p_value"]) and "test videos differ" in refused["test_note"]
+    assert csv.loc[("ucf101", "tsn", "1x1"), "p_value"] == pytest.approx(0.125)  # the other protocol is intact
+    assert "stale" in csv.loc[("ucf101", "r3d", "10x3"), "test_note"]
+    results = pd.read_csv(tmp_path / "reports" / "results.csv").set_index(["model", "variant", "views", "dataset"])
+    assert math.isnan(results.loc[("r3d", "dense", "10x3", "ucf101"), "top1_ci_low"])
+    assert results.loc[("tsn", "pruned-0.5", "10x3", "ucf101"), "top1_ci_low"] < 78.0  # ids differ, numbers agree
+    md = (tmp_path / "reports" / "report.md").read_text()
+    tsn = row(table_with(markdown_tables(md), "speed-up CPU"), dataset="ucf101", model="tsn")
+    assert tsn["p (McNemar)"] == "not tested (see the CSV)" and not tsn["Δ top-1"].endswith("n.s.")
 
 
 # ---------------------------------------------------------------- what is missing or set aside

@@ -3,7 +3,10 @@
 Nothing here computes a result. Accuracies, costs and timings are copied from the files the steps
 wrote (eval.json, metrics.json, model.json, history.csv of each run; summary.json and
 quarantine.csv of the frame and flow stores; Snakemake's benchmark files), and every run the
-params expect but the disk lacks is named with how far it got, never silently skipped.
+params expect but the disk lacks is named with how far it got, never silently skipped. The one
+addition is the uncertainty of top-1 (stats.top1_ci: a 95 % bootstrap interval over the test
+videos), computed from the per-video predictions_<views>.csv the evaluate step wrote and given
+only where that file reproduces the eval.json top-1 it qualifies.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ import platform
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from actionrepro import paths, runs
+from actionrepro.reporting import stats
 
 log = logging.getLogger(__name__)
 
 FAST_VIEWS = "1x1"
 RESULT_COLUMNS = [
     "dataset", "split", "model", "variant", "ratio", "views", "protocol",
-    "top1", "top5", "mean_class_acc", "reversed_pair_acc", "num_videos", "excluded",
+    "top1", "top1_ci_low", "top1_ci_high", "top5", "mean_class_acc", "reversed_pair_acc", "num_videos", "excluded",
     "params", "gflops", "latency_ms", "latency_device", "latency_device_name",
     "train_seconds", "epochs", "selected_epoch", "train_device", "pretrained", "seed",
     "commit", "params_hash", "run_dir", "reproduce",
@@ -160,6 +165,94 @@ def _pretrained(model_record: dict, model: str) -> str:
         return "unknown"
 
 
+# ---------------------------------------------------------------- per-video outcomes
+def read_predictions(run: Path, views: str) -> pd.DataFrame:
+    """predictions_<views>.csv of a run (video ids read verbatim). Raises Unreadable."""
+    path = Path(run) / f"predictions_{views}.csv"
+    if not path.is_file():
+        raise Unreadable(f"{path} is missing (evaluated before per-video predictions were written?)")
+    try:
+        table = pd.read_csv(path, dtype={"video_id": str}, keep_default_na=False, na_filter=False)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise Unreadable(f"{path} cannot be read ({type(err).__name__}: {err})") from err
+    missing = [c for c in ("video_id", "label", "pred") if c not in table.columns]
+    if missing:
+        raise Unreadable(f"{path} lacks column(s) {', '.join(missing)}")
+    return table
+
+
+def top1_correct(run: Path, views: str) -> pd.Series:
+    """Per-video top-1 correctness (pred == label) of a run at `views`, indexed by video_id. Raises Unreadable."""
+    table = read_predictions(run, views)
+    try:
+        correct = table["pred"].astype(int).to_numpy() == table["label"].astype(int).to_numpy()
+    except (TypeError, ValueError) as err:
+        raise Unreadable(f"{Path(run) / f'predictions_{views}.csv'}: label/pred are not integers ({err})") from err
+    series = pd.Series(correct, index=pd.Index(table["video_id"], name="video_id"), name="correct")
+    return _matching(series, Path(run) / f"eval_{views}.json", "top1")
+
+
+def reversed_pair_correct(run: Path, views: str) -> pd.Series:
+    """Per-video correctness of the reversed-pair decision (the label's score against its time-reversed
+    twin's, as evaluate.reversed_pair_accuracy decides: ties go to class_a) for the videos of paired
+    classes, indexed by video_id. Reads predictions_<views>.csv, scores_<views>.npy (rows in CSV order)
+    and the pairs recorded in eval_<views>.json. Raises Unreadable."""
+    run = Path(run)
+    table = read_predictions(run, views)
+    evaluation = read_json(run / f"eval_{views}.json")
+    pairs = (evaluation.get("reversed_pairs") or {}).get("pairs")
+    if not pairs:
+        raise Unreadable(f"{run / f'eval_{views}.json'} records no reversed pairs")
+    try:
+        scores = np.load(run / f"scores_{views}.npy", allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise Unreadable(f"{run / f'scores_{views}.npy'} cannot be read ({type(err).__name__}: {err})") from err
+    if scores.ndim != 2 or len(scores) != len(table):
+        raise Unreadable(f"{run / f'scores_{views}.npy'} has shape {scores.shape}, the predictions CSV {len(table)} rows")
+    labels = table["label"].astype(int).to_numpy()
+    keep, correct = np.zeros(len(labels), bool), np.zeros(len(labels), bool)
+    for pair in pairs:
+        a, b = int(pair["label_a"]), int(pair["label_b"])
+        mask = (labels == a) | (labels == b)
+        choice = np.where(scores[mask, a] >= scores[mask, b], a, b)
+        keep |= mask
+        correct[mask] = choice == labels[mask]
+    series = pd.Series(correct[keep], index=pd.Index(table["video_id"][keep], name="video_id"), name="correct")
+    return _matching(series, run / f"eval_{views}.json", "reversed_pair_acc", evaluation)
+
+
+def _matching(correct: pd.Series, eval_file: Path, key: str, evaluation: dict | None = None) -> pd.Series:
+    """`correct` if its mean reproduces eval_file's `key` (when recorded); else Unreadable: a test or
+    interval on per-video files that disagree with the reported number would qualify another number."""
+    if evaluation is None:
+        evaluation = read_json(eval_file) if eval_file.is_file() else {}
+    recorded = _number(evaluation.get(key))
+    found = float(correct.mean()) if len(correct) else math.nan
+    if not math.isnan(recorded) and not abs(found - recorded) < 1e-9:
+        raise Unreadable(f"the per-video files beside {eval_file} give {key} {found:.6f}, "
+                         f"{eval_file.name} records {recorded:.6f} (stale predictions or scores?)")
+    return correct
+
+
+def _top1_ci(run: Path, views: str, summary: dict) -> dict:
+    """top1_ci_low/high (percent) from the run's per-video predictions; empty (NaN) if the file is
+    missing or does not reproduce eval.json's top-1 and video count (it would qualify another number)."""
+    empty = {"top1_ci_low": math.nan, "top1_ci_high": math.nan}
+    try:
+        correct = top1_correct(run, views)
+    except Unreadable as err:
+        log.warning("report: no confidence interval for %s %s: %s", run, views, err)
+        return empty
+    top1, videos = _number(summary.get("top1")), _number(summary.get("num_videos"))
+    if not (len(correct) and abs(correct.mean() - top1) < 1e-9 and (math.isnan(videos) or videos == len(correct))):
+        log.warning("report: no confidence interval for %s %s: predictions_%s.csv (%d videos, top-1 %.6f) does "
+                    "not match eval.json (%s videos, top-1 %s)", run, views, views, len(correct),
+                    correct.mean() if len(correct) else math.nan, summary.get("num_videos"), summary.get("top1"))
+        return empty
+    low, high = stats.top1_ci(correct.to_numpy())
+    return {"top1_ci_low": _pct(low), "top1_ci_high": _pct(high)}
+
+
 def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
     """One row per view protocol of an evaluated run (accuracies in percent). Raises Unreadable."""
     run = runs.run_dir(dataset, split, model, variant)
@@ -189,7 +282,8 @@ def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
             raise Unreadable(f"{run / 'eval.json'}: protocol {views!r} has no top1")
         rows.append({**common, "views": str(views),
                      "protocol": "fast" if views == FAST_VIEWS else ("paper" if views == paper else "other"),
-                     "top1": _pct(summary.get("top1")), "top5": _pct(summary.get("top5")),
+                     "top1": _pct(summary.get("top1")), **_top1_ci(run, str(views), summary),
+                     "top5": _pct(summary.get("top5")),
                      "mean_class_acc": _pct(summary.get("mean_class_acc")),
                      "reversed_pair_acc": _pct(summary.get("reversed_pair_acc")),
                      "num_videos": _number(summary.get("num_videos")), "excluded": _number(summary.get("excluded"))})

@@ -4,6 +4,14 @@ Numbers come from the results frame (collect.collect_results, accuracies in perc
 statistics: mean and *sample* standard deviation (ddof=1) over the splits found, with n shown;
 "—" stands for the std of a single split. Published numbers come only from the model registry,
 each with its provenance and protocol; where the registry has none, the cells stay empty.
+
+Significance (stats.py): pruned against dense, and on the synthetic datasets every model against
+tsn, are compared with the exact paired McNemar test on the per-video outcomes of the same test
+videos (matched by video_id). With several splits the test is pooled: every (split, video) is one
+matched pair and the discordant counts of all paired splits add up, giving one p-value per row
+(the per-split p-values are listed beside it in the CSV). A split whose video sets differ, or whose
+per-video files are missing, leaves the row untested rather than tested on fewer splits than its
+Δ averages. Differences with p >= 0.05 are marked "n.s." in the Δ cell.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import statistics
 import pandas as pd
 
 from actionrepro import runs
+from actionrepro.reporting import collect, stats
 from actionrepro.reporting.collect import FAST_VIEWS
 
 DASH = "—"
@@ -22,6 +31,8 @@ MISSING = "missing"
 NOT_COMPARED = "not compared: the published protocol names neither split 1 nor a split mean"
 PROVENANCE = {"code": "code", "abstract": "abstract", "recon": "reconstruction", "recalled": "recalled"}
 CHANCE_PAIR = 50.0  # a two-way decision between a class and its time-reversed twin (percent)
+NOT_SIGNIFICANT = "n.s."  # appended to a Δ whose paired test gives p >= stats.ALPHA
+REFERENCE_MODEL = "tsn"  # the temporal-order table tests every model against this one
 
 
 # ---------------------------------------------------------------- number formats
@@ -34,6 +45,18 @@ def fmt_sig(value: float) -> str:
     if value is None or math.isnan(value):
         return ""
     return f"{value:.0f}" if abs(value) >= 100 else f"{value:#.3g}"
+
+
+def fmt_p(p: float) -> str:
+    """'<0.001', else three significant digits; '' when there is no p-value."""
+    if p is None or math.isnan(p):
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3g}"
+
+
+def mark(cell: str, p: float) -> str:
+    """Append the n.s. marker to a difference cell when its p-value is not below stats.ALPHA."""
+    return f"{cell} {NOT_SIGNIFICANT}" if cell and stats.significant(p) is False else cell
 
 
 def mean_std(values: list[float], expected: int | None = None, signed: bool = False) -> str:
@@ -138,11 +161,87 @@ def _device_kind(device: str) -> str:
     return "GPU" if str(device).startswith("cuda") else "CPU"
 
 
-def pruning_table(results: pd.DataFrame, params: dict) -> pd.DataFrame:
+PRUNING_TEST_COLUMNS = [
+    "dataset", "model", "ratio", "views", "n_splits", "splits", "top1_dense", "top1_pruned", "delta_top1",
+    "delta_top1_std", "n_videos", "dense_only_correct", "pruned_only_correct", "p_value", "p_value_splits",
+    "significant", "test_note",
+]
+
+
+def _split_pairs(rows: pd.DataFrame, key: str, a, b) -> list[tuple[int, object, object]]:
+    """(split, row of a, row of b) for every split where both were evaluated, in split order."""
+    first = {int(r.split): r for r in rows.itertuples() if getattr(r, key) == a}
+    second = {int(r.split): r for r in rows.itertuples() if getattr(r, key) == b}
+    return [(k, first[k], second[k]) for k in sorted(set(first) & set(second))]
+
+
+def paired_test(pairs: list[tuple[int, object, object]], views: str, outcome=collect.top1_correct) -> dict:
+    """Exact McNemar test of b against a (two results rows per split, with run_dir) on the per-video
+    outcomes `outcome(run_dir, views)`, pooled over the splits. Returns n_videos, a_only, b_only
+    (videos only a / only b got right), p_value, p_value_splits ('1:0.125; 2:1') and test_note,
+    which names every split that could not be paired (then p_value is NaN: no test on fewer splits
+    than the row's other numbers average)."""
+    strata, per_split, problems = [], [], []
+    for split, a, b in pairs:
+        try:
+            first, second = outcome(a.run_dir, views), outcome(b.run_dir, views)
+            per_split.append((split, stats.mcnemar_exact(first, second)))
+            strata.append((first, second))
+        except (collect.Unreadable, stats.VideoSetMismatch) as err:
+            problems.append(f"split {split}: {err}")
+    out = {"n_videos": math.nan, "a_only": math.nan, "b_only": math.nan, "p_value": math.nan,
+           "p_value_splits": "; ".join(f"{k}:{r.p_value:.4g}" for k, r in per_split), "test_note": ""}
+    if problems or not pairs:
+        out["test_note"] = "not tested: " + ("; ".join(problems) if problems else "no split with both runs")
+        return out
+    pooled = stats.pooled_mcnemar(strata)
+    out.update(n_videos=pooled.n, a_only=pooled.only_a, b_only=pooled.only_b, p_value=pooled.p_value)
+    return out
+
+
+def pruning_tests(results: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """pruning.csv: per dataset, model, ratio and view protocol, over the splits where both the dense
+    and the pruned run were evaluated: mean top-1 of each, Δ (pruned − dense, points, mean and sample
+    std), and the exact McNemar test of pruned against dense pooled over those splits (n_videos paired
+    test videos; dense_only_correct / pruned_only_correct: the discordant ones; p_value in [0, 1];
+    p_value_splits: the test of each split alone)."""
+    rows = []
+    for views in view_protocols(params, results):
+        at_views = _select(results, views=views)
+        for ds in params["datasets"]:
+            for model in params["models"]:
+                mine = _select(at_views, dataset=ds, model=model)
+                for ratio in params["prune"]["ratios"]:
+                    pairs = _split_pairs(mine, "variant", "dense", f"pruned-{ratio:g}")
+                    test = paired_test(pairs, views)
+                    deltas = [p.top1 - d.top1 for _, d, p in pairs]
+                    rows.append({
+                        "dataset": ds, "model": model, "ratio": ratio, "views": views, "n_splits": len(pairs),
+                        "splits": " ".join(str(k) for k, _, _ in pairs),
+                        "top1_dense": statistics.fmean(d.top1 for _, d, _ in pairs) if pairs else math.nan,
+                        "top1_pruned": statistics.fmean(p.top1 for _, _, p in pairs) if pairs else math.nan,
+                        "delta_top1": statistics.fmean(deltas) if deltas else math.nan,
+                        "delta_top1_std": statistics.stdev(deltas) if len(deltas) > 1 else math.nan,
+                        "n_videos": test["n_videos"], "dense_only_correct": test["a_only"],
+                        "pruned_only_correct": test["b_only"], "p_value": test["p_value"],
+                        "p_value_splits": test["p_value_splits"], "significant": stats.significant(test["p_value"]),
+                        "test_note": test["test_note"]})
+    return _counts_as_int(pd.DataFrame(rows, columns=PRUNING_TEST_COLUMNS),
+                          ["n_videos", "dense_only_correct", "pruned_only_correct"])
+
+
+def _counts_as_int(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Video counts as integers in the CSVs (empty where not tested), not 600.0."""
+    return frame.astype({c: "Int64" for c in columns}) if len(frame) else frame
+
+
+def pruning_table(results: pd.DataFrame, params: dict, tests: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per dataset, model and ratio, over the splits where both the dense and the pruned run were
-    evaluated: top-1 change (pruned − dense, points), FLOPs and parameter reduction, and the
-    measured batch-1 latency speed-up (dense / pruned) per device kind it was measured on."""
+    evaluated: top-1 change (pruned − dense, points; "n.s." when the pooled McNemar p >= 0.05) and its
+    p-value, FLOPs and parameter reduction, and the measured batch-1 latency speed-up (dense / pruned)
+    per device kind it was measured on. tests: pruning_tests(results, params), computed if not given."""
     paper = paper_views(params)
+    tests = pruning_tests(results, params) if tests is None else tests
     rows = []
     at_paper = _select(results, views=paper)
     for ds in params["datasets"]:
@@ -152,18 +251,31 @@ def pruning_table(results: pd.DataFrame, params: dict) -> pd.DataFrame:
             for ratio in params["prune"]["ratios"]:
                 pruned = {int(r.split): r for r in mine.itertuples() if r.variant == f"pruned-{ratio:g}"}
                 pairs = [(dense[k], pruned[k]) for k in sorted(set(dense) & set(pruned))]
-                rows.append(_pruning_row(ds, model, ratio, pairs))
+                test = tests[(tests["dataset"] == ds) & (tests["model"] == model) & (tests["ratio"] == ratio)
+                             & (tests["views"] == paper)] if len(tests) else tests
+                rows.append(_pruning_row(ds, model, ratio, pairs, test.iloc[0] if len(test) else None))
     return pd.DataFrame(rows)
 
 
-def _pruning_row(ds: str, model: str, ratio: float, pairs: list) -> dict:
+def _test_cell(test) -> str:
+    """The p-value cell of a display table: the pooled p, or why there is none."""
+    if test is None:
+        return ""
+    if test["test_note"]:
+        return "not tested (see the CSV)"
+    return fmt_p(test["p_value"])
+
+
+def _pruning_row(ds: str, model: str, ratio: float, pairs: list, test=None) -> dict:
     row = {"dataset": ds, "model": model, "ratio": f"{ratio:g}", "n": str(len(pairs))}
     if not pairs:
-        return {**row, "top-1 dense": MISSING, "top-1 pruned": MISSING, "Δ top-1": "", "FLOPs reduction": "",
-                "params reduction": "", "speed-up CPU": "", "speed-up GPU": ""}
+        return {**row, "top-1 dense": MISSING, "top-1 pruned": MISSING, "Δ top-1": "", "p (McNemar)": "",
+                "FLOPs reduction": "", "params reduction": "", "speed-up CPU": "", "speed-up GPU": ""}
     row["top-1 dense"] = fmt(statistics.fmean(d.top1 for d, _ in pairs))
     row["top-1 pruned"] = fmt(statistics.fmean(p.top1 for _, p in pairs))
-    row["Δ top-1"] = mean_std([p.top1 - d.top1 for d, p in pairs], signed=True)
+    p_value = math.nan if test is None else float(test["p_value"])
+    row["Δ top-1"] = mark(mean_std([p.top1 - d.top1 for d, p in pairs], signed=True), p_value)
+    row["p (McNemar)"] = _test_cell(test)
     row["FLOPs reduction"] = _reduction([(d.gflops, p.gflops) for d, p in pairs])
     row["params reduction"] = _reduction([(d.params, p.params) for d, p in pairs])
     for kind in ("CPU", "GPU"):
@@ -182,29 +294,70 @@ def _reduction(pairs: list[tuple[float, float]]) -> str:
 # ---------------------------------------------------------------- temporal order (synthetic)
 def temporal_order(results: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(display table, CSV frame) of reversed-pair accuracy per synthetic dataset, model and variant
-    at the paper view protocol: each class against its time-reversed twin, chance 50%."""
+    at the paper view protocol: each class against its time-reversed twin, chance 50%.
+
+    Every model is tested against tsn (REFERENCE_MODEL, the same variant) on what the table
+    measures: the per-video reversed-pair decision (right or wrong) on the paired-class test videos,
+    exact McNemar pooled over the splits where both were evaluated. Δ vs tsn = model − tsn
+    reversed-pair accuracy over those splits (points), marked "n.s." when p >= 0.05."""
     paper = paper_views(params)
     display, data = [], []
     synthetic = [ds for ds in params["datasets"] if ds.startswith("synth_")]
     at_paper = _select(results, views=paper)
     variants = runs.variant_names(params["prune"]["ratios"])
+    reference = REFERENCE_MODEL if REFERENCE_MODEL in params["models"] else None
     for ds in synthetic:
         for model in params["models"]:
             for variant in variants:
                 mine = _select(at_paper, dataset=ds, model=model, variant=variant)
                 pairs = [float(v) for v in mine["reversed_pair_acc"] if not math.isnan(float(v))]
+                delta, test = _versus_reference(at_paper, ds, model, variant, reference, paper)
                 display.append({"dataset": ds, "model": model, "variant": variant,
                                 f"reversed-pair acc ({paper})": mean_std(pairs, len(params["splits"])) or MISSING,
                                 "chance": fmt(CHANCE_PAIR),
+                                f"Δ vs {REFERENCE_MODEL}": delta, f"p vs {REFERENCE_MODEL} (McNemar)": test.pop("cell"),
                                 f"top-1 ({paper})": mean_std(list(mine["top1"]), len(params["splits"])) or MISSING})
                 if pairs:
                     data.append({"dataset": ds, "model": model, "variant": variant, "views": paper,
                                  "n_splits": len(pairs), "reversed_pair_acc": round(statistics.fmean(pairs), 6),
                                  "reversed_pair_acc_std": round(statistics.stdev(pairs), 6) if len(pairs) > 1 else math.nan,
-                                 "chance": CHANCE_PAIR, "top1": round(statistics.fmean(mine["top1"]), 6)})
+                                 "chance": CHANCE_PAIR, "top1": round(statistics.fmean(mine["top1"]), 6),
+                                 "reference": reference or "", **test})
     columns = ["dataset", "model", "variant", "views", "n_splits", "reversed_pair_acc", "reversed_pair_acc_std",
-               "chance", "top1"]
-    return pd.DataFrame(display), pd.DataFrame(data, columns=columns)
+               "chance", "top1", *TEMPORAL_TEST_COLUMNS]
+    data = _counts_as_int(pd.DataFrame(data, columns=columns),
+                          ["n_pair_videos", "reference_only_correct", "model_only_correct"])
+    return pd.DataFrame(display), data
+
+
+TEMPORAL_TEST_COLUMNS = ["reference", "delta_vs_reference", "test_splits", "n_pair_videos", "reference_only_correct",
+                         "model_only_correct", "p_value", "p_value_splits", "significant", "test_note"]
+
+
+def _versus_reference(at_paper: pd.DataFrame, ds: str, model: str, variant: str, reference: str | None,
+                      views: str) -> tuple[str, dict]:
+    """(Δ cell, test fields + display 'cell') of `model` against the reference model, same variant."""
+    empty = {"delta_vs_reference": math.nan, "test_splits": "", "n_pair_videos": math.nan,
+             "reference_only_correct": math.nan, "model_only_correct": math.nan, "p_value": math.nan,
+             "p_value_splits": "", "significant": None, "test_note": ""}
+    if reference is None:
+        return "", {**empty, "test_note": f"{REFERENCE_MODEL} is not among the models", "cell": ""}
+    if model == reference:
+        return "", {**empty, "test_note": "the reference", "cell": "(reference)"}
+    rows = _select(at_paper, dataset=ds, variant=variant)
+    pairs = [(k, r, m) for k, r, m in _split_pairs(rows, "model", reference, model)
+             if not (math.isnan(float(r.reversed_pair_acc)) or math.isnan(float(m.reversed_pair_acc)))]
+    if not pairs:
+        return "", {**empty, "test_note": f"no split where both {reference} and {model} were evaluated",
+                    "cell": ""}
+    diffs = [float(m.reversed_pair_acc) - float(r.reversed_pair_acc) for _, r, m in pairs]
+    test = paired_test(pairs, views, collect.reversed_pair_correct)
+    fields = {"delta_vs_reference": round(statistics.fmean(diffs), 6),
+              "test_splits": " ".join(str(k) for k, _, _ in pairs), "n_pair_videos": test["n_videos"],
+              "reference_only_correct": test["a_only"], "model_only_correct": test["b_only"],
+              "p_value": test["p_value"], "p_value_splits": test["p_value_splits"],
+              "significant": stats.significant(test["p_value"]), "test_note": test["test_note"]}
+    return mark(mean_std(diffs, signed=True), test["p_value"]), {**fields, "cell": _test_cell(test)}
 
 
 # ---------------------------------------------------------------- per-model summaries for the figures

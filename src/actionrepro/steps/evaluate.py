@@ -65,7 +65,7 @@ def _excluded_records(excluded: pd.DataFrame | None) -> list[dict]:
 
 
 # ---------------------------------------------------------------- the step
-def _write_protocol(run: Path, views: str, header: dict, videos: pd.DataFrame, labels: np.ndarray,
+def write_protocol(run: Path, views: str, header: dict, videos: pd.DataFrame, labels: np.ndarray,
                     scores: np.ndarray, names: list[str], excluded: list[dict],
                     pairs: pd.DataFrame | None) -> dict:
     metrics = classification_metrics(labels, scores, names)
@@ -160,7 +160,7 @@ def _evaluate_protocol(model: nn.Module, dataset: str, split: int, params: dict,
     if not ctx.is_main:
         return None
     names = manifests.read_classes(dataset)
-    result = _write_protocol(run, views, header, videos.iloc[indices], labels, scores, names, excluded, pairs)
+    result = write_protocol(run, views, header, videos.iloc[indices], labels, scores, names, excluded, pairs)
     pair_acc = result.get("reversed_pair_acc")
     log.info("%s: %s top1 %.4f top5 %.4f mean class acc %.4f%s", run, views, result["top1"], result["top5"],
              result["mean_class_acc"], f" reversed-pair acc {pair_acc:.4f}" if pair_acc is not None else "")

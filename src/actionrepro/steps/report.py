@@ -2,7 +2,8 @@
 
 Writes, each file atomically:
   results.csv         one row per dataset x split x model x variant x view protocol (percent)
-  temporal_order.csv  reversed-pair accuracy per synthetic dataset, model and variant
+  temporal_order.csv  reversed-pair accuracy per synthetic dataset, model and variant (+ McNemar vs tsn)
+  pruning.csv         pruned vs dense per dataset, model, ratio, view protocol: Δ top-1, McNemar p_value
   run_status.csv      every run the params expect and how far it got
   quarantine.csv      every video a data step set aside, with its reason
   tables/             the main, pruning and temporal-order tables (Markdown and HTML)
@@ -46,7 +47,8 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     infos = model_infos(params["models"])
 
     main = tables.main_table(results, params, infos)
-    pruning = tables.pruning_table(results, params) if params["prune"]["ratios"] else pd.DataFrame()
+    pruning_csv = tables.pruning_tests(results, params)
+    pruning = tables.pruning_table(results, params, pruning_csv) if params["prune"]["ratios"] else pd.DataFrame()
     temporal, temporal_csv = tables.temporal_order(results, params)
     stores = collect.store_summaries(params["datasets"])
     quarantine = collect.quarantined_videos(params["datasets"])
@@ -60,6 +62,7 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
 
     put("results", out / "results.csv", atomic_write_csv, results)
     put("temporal_order", out / "temporal_order.csv", atomic_write_csv, temporal_csv)
+    put("pruning", out / "pruning.csv", atomic_write_csv, pruning_csv)
     put("run_status", out / "run_status.csv", atomic_write_csv, status)
     put("quarantine", out / "quarantine.csv", atomic_write_csv, quarantine)
     for name, frame, caption in (("main", main, main_caption(params)), ("pruning", pruning, PRUNING_CAPTION),
@@ -199,10 +202,14 @@ PRUNING_CAPTION = ("Structured pruning, per dataset, model and ratio, over the n
                    "the pruned run were evaluated (paper view protocol). Δ top-1 = pruned − dense in points "
                    "(mean ± sample std); reductions are 1 − pruned/dense of FLOPs per clip and parameters; "
                    "speed-up = dense / pruned median batch-1 latency, on the device kind it was measured on "
-                   "(empty: not measured there).")
+                   "(empty: not measured there). p: exact paired McNemar test of pruned against dense on the "
+                   "per-video top-1 outcomes of the same test videos, pooled over the n splits (each split's own "
+                   "p-value and both protocols are in pruning.csv); n.s.: not significant at 0.05.")
 TEMPORAL_CAPTION = ("Temporal order on the synthetic datasets: every class has a time-reversed twin; reversed-pair "
                     "accuracy restricts each decision to the video's pair, so a model blind to frame order scores "
-                    "the chance level of 50%. Mean ± sample std over splits.")
+                    "the chance level of 50%. Mean ± sample std over splits. Δ and p vs tsn: each model against tsn "
+                    "(same variant) over the splits both were evaluated on; p is the exact paired McNemar test on the "
+                    "per-video reversed-pair decisions, pooled over those splits; n.s.: not significant at 0.05.")
 
 
 def main_caption(params: dict) -> str:
