@@ -91,7 +91,7 @@ def test_centered_gradient_is_half_differences_with_one_sided_border():
 
 # ---------------------------------------------------------------- end to end
 
-EPE_VS_OPENCV = 0.10  # px, mean over the frame
+EPE_VS_OPENCV = 0.05  # px, mean over the frame (measured 0.009-0.012 on these pairs)
 
 
 @pytest.mark.parametrize("size,motion,seed", [((48, 64), (1.3, -0.6), 4), ((64, 80), (-2.25, 0.8), 5)])
