@@ -219,103 +219,142 @@ def _batcher_merge(lo: int, hi: int, r: int):
         yield (lo, lo + r)
 
 
-@lru_cache(maxsize=8)
-def median_network(n: int) -> tuple[tuple, ...]:
-    """Min/max program selecting the median of n (odd) inputs: Batcher's sorting network padded to a
-    power of two with -inf/+inf, constants folded, and everything the middle output does not need removed.
+_LOW, _HIGH = -1, -2  # constant nodes of a symbolic network: -inf and +inf
 
-    Returns steps (op, a, b) with op "min"/"max" over node ids; ids 0..n-1 are the inputs, step k
-    defines id n + k, and the last step is the median.
+
+def _symbolic_network(wires: list[int], comparators, n_inputs: int) -> tuple[list, list[int]]:
+    """Run comparators (i, j), i < j (min to i, max to j) on symbolic wires, folding the +-inf constants.
+
+    Returns (steps, wires): steps (op, a, b) define node n_inputs + k; wires hold node ids at the end.
     """
-    size = 1 << (n - 1).bit_length()
-    low_pads = (size - n) // 2
-    lo_c, hi_c = -1, -2                                   # constant nodes: -inf, +inf
-    wires = [lo_c] * low_pads + list(range(n)) + [hi_c] * (size - n - low_pads)
     steps: list[tuple[str, int, int]] = []
     memo: dict[tuple[str, int, int], int] = {}
 
     def node(op, a, b):
-        if a == b:
+        absorbing, neutral = (_LOW, _HIGH) if op == "min" else (_HIGH, _LOW)
+        if a == b or b == neutral:
             return a
-        if op == "min":
-            if lo_c in (a, b):
-                return lo_c
-            if a == hi_c or b == hi_c:
-                return b if a == hi_c else a
-        else:
-            if hi_c in (a, b):
-                return hi_c
-            if a == lo_c or b == lo_c:
-                return b if a == lo_c else a
+        if a == neutral:
+            return b
+        if absorbing in (a, b):
+            return absorbing
         key = (op, min(a, b), max(a, b))
         if key not in memo:
             steps.append(key)
-            memo[key] = n + len(steps) - 1
+            memo[key] = n_inputs + len(steps) - 1
         return memo[key]
 
-    for i, j in _batcher_pairs(0, size - 1):
+    wires = list(wires)
+    for i, j in comparators:
         wires[i], wires[j] = node("min", wires[i], wires[j]), node("max", wires[i], wires[j])
-    out = wires[low_pads + n // 2]
-    needed, stack = set(), [out]                          # keep only what the median depends on
+    return steps, wires
+
+
+def _pruned(steps: list, outputs: list[int], n_inputs: int) -> tuple[tuple, tuple[int, ...]]:
+    """Keep only the steps the outputs depend on; renumber them. Returns (program, output ids)."""
+    needed, stack = set(), list(outputs)
     while stack:
         k = stack.pop()
-        if k >= n and k not in needed:
+        if k >= n_inputs and k not in needed:
             needed.add(k)
-            _, a, b = steps[k - n]
-            stack += [a, b]
+            stack += steps[k - n_inputs][1:]
     keep = sorted(needed)
-    renum = {old: n + new for new, old in enumerate(keep)}
-    renum.update({i: i for i in range(n)})
-    return tuple((steps[k - n][0], renum[steps[k - n][1]], renum[steps[k - n][2]]) for k in keep)
+    renum = {old: n_inputs + new for new, old in enumerate(keep)}
+    renum.update({i: i for i in range(n_inputs)})
+    program = tuple((steps[k - n_inputs][0], renum[steps[k - n_inputs][1]], renum[steps[k - n_inputs][2]])
+                    for k in keep)
+    return program, tuple(renum[o] for o in outputs)
 
 
-def median_blur(u: torch.Tensor, k: int) -> torch.Tensor:
-    """k x k median of each (H, W) plane of (N, C, H, W), replicated border (cv::medianBlur)."""
-    h, w = u.shape[-2:]
-    r = k // 2
-    padded = torch.nn.functional.pad(u, (r, r, r, r), mode="replicate")
-    values = [padded[..., i:i + h, j:j + w] for i in range(k) for j in range(k)]
-    program = median_network(k * k)
+@lru_cache(maxsize=8)
+def sort_network(k: int) -> tuple[tuple, tuple[int, ...]]:
+    """Min/max program sorting k inputs ascending (Batcher's odd-even merge sort, padded with +inf)."""
+    size = 1 << (k - 1).bit_length()
+    steps, wires = _symbolic_network(list(range(k)) + [_HIGH] * (size - k), _batcher_pairs(0, size - 1), k)
+    return _pruned(steps, wires[:k], k)
+
+
+@lru_cache(maxsize=8)
+def median_of_sorted_columns(k: int) -> tuple[tuple, int]:
+    """Min/max program for the median of k*k inputs given as k ascending columns (input j*k + r is rank r
+    of column j): Batcher merges of the columns (each padded to a power of two with +inf), pruned to
+    what the middle element depends on."""
+    block = 1 << (k - 1).bit_length()
+    blocks = 1 << (k - 1).bit_length()
+    wires = [_HIGH] * (block * blocks)
+    for j in range(k):
+        wires[j * block:j * block + k] = range(j * k, j * k + k)
+    comparators, width = [], block
+    while width < block * blocks:
+        for lo in range(0, block * blocks, 2 * width):
+            comparators += list(_batcher_merge(lo, lo + 2 * width - 1, 1))
+        width *= 2
+    steps, wires = _symbolic_network(wires, comparators, k * k)
+    program, (out,) = _pruned(steps, [wires[k * k // 2]], k * k)
+    return program, out
+
+
+def _run_program(values: list, program: tuple, outputs) -> list[torch.Tensor]:
+    """Evaluate a min/max program on tensors (elementwise); values are the inputs, in order."""
+    values = list(values)
     last_use = {}
     for s, (_, a, b) in enumerate(program):
         last_use[a] = last_use[b] = s
+    keep = set(outputs)
     for s, (op, a, b) in enumerate(program):
         values.append(torch.minimum(values[a], values[b]) if op == "min" else torch.maximum(values[a], values[b]))
         for x in (a, b):
-            if last_use[x] == s:
+            if last_use[x] == s and x not in keep:
                 values[x] = None                           # free intermediates early
-    return values[-1]
+    return [values[o] for o in outputs]
+
+
+def median_blur(u: torch.Tensor, k: int) -> torch.Tensor:
+    """k x k median of each (H, W) plane of (N, C, H, W), replicated border (cv::medianBlur).
+
+    Each vertical run of k pixels is sorted once (shared by the k windows that contain it); each
+    window then merges its k sorted columns only as far as its middle element needs.
+    """
+    h, w = u.shape[-2:]
+    r = k // 2
+    padded = torch.nn.functional.pad(u, (r, r, r, r), mode="replicate")
+    sort_program, sorted_ids = sort_network(k)
+    columns = _run_program([padded[..., i:i + h, :] for i in range(k)], sort_program, sorted_ids)
+    median_program, out = median_of_sorted_columns(k)
+    window = [columns[rank][..., j:j + w] for j in range(k) for rank in range(k)]
+    return _run_program(window, median_program, [out])[0]
 
 
 # ---------------------------------------------------------------- one pyramid level
 
-def _primal_dual_step(u, p, image_grad, inv_grad, rho_c, params: TVL1Params, grad_buf):
+def _primal_dual_step(u, p, image_grad, neg_inv_grad, rho_c, params: TVL1Params, grad_buf):
     """One inner iteration for all pairs: thresholding (v), primal (u) and dual (p) updates.
 
     Returns (u, p, error) with error (N,) the sum of squared flow updates per pair.
     """
     l_t = params.lambda_ * params.theta
     taut = params.tau / params.theta
-    rho = rho_c + (image_grad[:, 0] * u[:, 0] + image_grad[:, 1] * u[:, 1])
+    rho = torch.addcmul(torch.addcmul(rho_c, image_grad[:, 0], u[:, 0]), image_grad[:, 1], u[:, 1])
     # OpenCV's three cases (rho < -l_t|g|^2, rho > l_t|g|^2, in between) are a clamp of -rho/|g|^2
-    step = (-rho * inv_grad).clamp_(-l_t, l_t)
+    step = rho.mul_(neg_inv_grad).clamp_(-l_t, l_t)
     v = torch.addcmul(u, step.unsqueeze(1), image_grad)
     u_new = torch.add(v, divergence(p), alpha=params.theta)
     error = (u_new - u).square_().sum((1, 2, 3))
     du = forward_gradient(u_new, grad_buf)
-    norm = torch.hypot(du[:, :, 0], du[:, :, 1]).mul_(taut).add_(1.0)
+    dx, dy = du[:, :, 0], du[:, :, 1]
+    norm = torch.addcmul(dx * dx, dy, dy).sqrt_().mul_(taut).add_(1.0)  # 1 + taut |grad u| (OpenCV: hypot)
     p_new = torch.add(p, du, alpha=taut).div_(norm.unsqueeze(2))
     return u_new, p_new, error
 
 
 def _warp_terms(I0, I1_stack, u):
-    """Warp I1 and its gradient by u; return (image gradient (N,2,H,W), 1/|grad|^2 or 0, rho_c)."""
+    """Warp I1 and its gradient by u; return (image gradient (N,2,H,W), -1/|grad|^2 (0 where flat), rho_c)."""
     warped = remap_cubic(I1_stack, u)
     I1w, image_grad = warped[:, 0], warped[:, 1:]
     grad = image_grad[:, 0].square() + image_grad[:, 1].square()
     rho_c = I1w - image_grad[:, 0] * u[:, 0] - image_grad[:, 1] * u[:, 1] - I0
-    inv_grad = torch.where(grad > 0, 1.0 / grad.clamp_min(FLT_EPSILON * FLT_EPSILON), torch.zeros_like(grad))
-    return image_grad.contiguous(), inv_grad, rho_c
+    neg_inv_grad = torch.where(grad > 0, -1.0 / grad.clamp_min(FLT_EPSILON * FLT_EPSILON), torch.zeros_like(grad))
+    return image_grad.contiguous(), neg_inv_grad, rho_c
 
 
 def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
@@ -331,13 +370,13 @@ def solve_level(I0: torch.Tensor, I1: torch.Tensor, u: torch.Tensor, params: TVL
     grad_buf = torch.zeros_like(p)
     stop = params.epsilon * params.epsilon * h * w
     for _ in range(params.warps):
-        image_grad, inv_grad, rho_c = _warp_terms(I0, I1_stack, u)
+        image_grad, neg_inv_grad, rho_c = _warp_terms(I0, I1_stack, u)
         active = torch.ones(n, dtype=torch.bool, device=I0.device)
         for _ in range(params.outer_iterations):
             if params.median_filtering > 1:
                 u = _select(active, median_blur(u, params.median_filtering), u)
             for _ in range(params.inner_iterations):
-                u_new, p_new, error = _primal_dual_step(u, p, image_grad, inv_grad, rho_c, params, grad_buf)
+                u_new, p_new, error = _primal_dual_step(u, p, image_grad, neg_inv_grad, rho_c, params, grad_buf)
                 if bool(active.all()):
                     u, p = u_new, p_new
                 else:
