@@ -123,6 +123,15 @@ def test_batched_flow_equals_flow_of_each_pair():
     assert np.abs(batched[2]).max() < 0.05  # identical frames: no motion
 
 
+def test_reading_the_stop_flags_less_often_as_on_a_gpu_changes_nothing(monkeypatch):
+    pairs = [shifted_pair(48, 64, dx, dy, s) for s, (dx, dy) in enumerate([(1.0, 0.5), (-0.7, 1.6), (0.0, 0.0)])]
+    prev = torch.from_numpy(np.stack([p for p, _ in pairs]).astype(np.float32))
+    nxt = torch.from_numpy(np.stack([n for _, n in pairs]).astype(np.float32))
+    every_iteration = tvl1.tvl1_batch(prev, nxt)
+    monkeypatch.setattr(tvl1, "stop_check_interval", lambda device: 8)
+    torch.testing.assert_close(tvl1.tvl1_batch(prev, nxt), every_iteration, rtol=0, atol=0)
+
+
 def test_same_input_gives_the_same_flow():
     prev, nxt = shifted_pair(48, 64, 0.6, 0.6, 9)
     np.testing.assert_array_equal(tvl1.tvl1(prev, nxt, device="cpu"), tvl1.tvl1(prev, nxt, device="cpu"))

@@ -362,9 +362,20 @@ def _select(mask: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.T
     return torch.where(mask.view(-1, *([1] * (new.dim() - 1))), new, old)
 
 
+def stop_check_interval(device: torch.device) -> int:
+    """Inner iterations between host reads of the per-pair stop flags: 1 on the CPU, 8 on a GPU."""
+    return 1 if device.type == "cpu" else 8
+
+
 def solve_level(I0: torch.Tensor, I1: torch.Tensor, u: torch.Tensor, params: TVL1Params) -> torch.Tensor:
-    """TV-L1 on one pyramid level: I0, I1 (N, H, W), initial flow u (N, 2, H, W) -> refined flow."""
+    """TV-L1 on one pyramid level: I0, I1 (N, H, W), initial flow u (N, 2, H, W) -> refined flow.
+
+    Each pair stops on its own: once its update is small it is frozen (kept out of further updates)
+    until the next warp. The host reads the stop flags every iteration on the CPU; on a GPU only every
+    few iterations (fewer synchronisations), which changes nothing but when the loop notices.
+    """
     n, h, w = I0.shape
+    check = stop_check_interval(I0.device)
     I1_stack = torch.cat((I1.unsqueeze(1), centered_gradient(I1)), 1)  # gradient of the unwarped image
     p = torch.zeros(n, 2, 2, h, w, device=I0.device, dtype=I0.dtype)
     grad_buf = torch.zeros_like(p)
@@ -372,19 +383,24 @@ def solve_level(I0: torch.Tensor, I1: torch.Tensor, u: torch.Tensor, params: TVL
     for _ in range(params.warps):
         image_grad, neg_inv_grad, rho_c = _warp_terms(I0, I1_stack, u)
         active = torch.ones(n, dtype=torch.bool, device=I0.device)
+        all_active, any_active = check == 1, True                # what the host knows
         for _ in range(params.outer_iterations):
             if params.median_filtering > 1:
-                u = _select(active, median_blur(u, params.median_filtering), u)
-            for _ in range(params.inner_iterations):
+                filtered = median_blur(u, params.median_filtering)
+                u = filtered if all_active else _select(active, filtered, u)
+            for inner in range(params.inner_iterations):
                 u_new, p_new, error = _primal_dual_step(u, p, image_grad, neg_inv_grad, rho_c, params, grad_buf)
-                if bool(active.all()):
+                if all_active:
                     u, p = u_new, p_new
                 else:
                     u, p = _select(active, u_new, u), _select(active, p_new, p)
                 active = active & (error > stop)
-                if not bool(active.any()):
-                    break
-            if not bool(active.any()):
+                if (inner + 1) % check == 0 or inner + 1 == params.inner_iterations:
+                    any_active = bool(active.any())
+                    all_active = check == 1 and bool(active.all())
+                    if not any_active:
+                        break
+            if not any_active:
                 break
     return u
 
