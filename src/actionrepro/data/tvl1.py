@@ -367,41 +367,55 @@ def stop_check_interval(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 8
 
 
-def solve_level(I0: torch.Tensor, I1: torch.Tensor, u: torch.Tensor, params: TVL1Params) -> torch.Tensor:
-    """TV-L1 on one pyramid level: I0, I1 (N, H, W), initial flow u (N, 2, H, W) -> refined flow.
+def solve_warp(u, p, terms: tuple, params: TVL1Params, stop: float, check: int):
+    """The outer/inner iterations of one warp for a batch; returns the final (u, p).
 
-    Each pair stops on its own: once its update is small it is frozen (kept out of further updates)
-    until the next warp. The host reads the stop flags every iteration on the CPU; on a GPU only every
-    few iterations (fewer synchronisations), which changes nothing but when the loop notices.
+    Each pair stops on its own once its update is small: between host checks of the stop flags it
+    is frozen by masking; at each check the finished pairs are written out and dropped from the batch,
+    so the rest of the warp costs what the pairs still running cost.
     """
+    u_out, p_out, rows = u, p, None                       # rows: batch indices of the working set
+    grad_buf = torch.zeros_like(p)                         # its last row / column stay zero
+    active = torch.ones(u.shape[0], dtype=torch.bool, device=u.device)
+    for _ in range(params.outer_iterations):
+        if params.median_filtering > 1:                    # every working pair is active here
+            u = median_blur(u, params.median_filtering)
+        known_active = True                                # the host knows all working pairs run
+        for inner in range(params.inner_iterations):
+            u_new, p_new, error = _primal_dual_step(u, p, *terms, params, grad_buf)
+            u, p = (u_new, p_new) if known_active else (_select(active, u_new, u), _select(active, p_new, p))
+            active = active & (error > stop)
+            known_active = False
+            if (inner + 1) % check and inner + 1 < params.inner_iterations:
+                continue
+            if bool(active.all()):
+                known_active = True
+                continue
+            if rows is None:                               # first pair to finish: outputs become copies
+                u_out, p_out, rows = u.clone(), p.clone(), torch.arange(u.shape[0], device=u.device)
+            done, keep = (~active).nonzero().squeeze(1), active.nonzero().squeeze(1)
+            u_out[rows[done]], p_out[rows[done]] = u[done], p[done]
+            if keep.numel() == 0:
+                return u_out, p_out
+            rows, u, p, active = rows[keep], u[keep], p[keep], active[keep]
+            terms = tuple(t[keep] for t in terms)
+            grad_buf = grad_buf[:keep.numel()]
+            known_active = True
+    if rows is None:
+        return u, p
+    u_out[rows], p_out[rows] = u, p
+    return u_out, p_out
+
+
+def solve_level(I0: torch.Tensor, I1: torch.Tensor, u: torch.Tensor, params: TVL1Params) -> torch.Tensor:
+    """TV-L1 on one pyramid level: I0, I1 (N, H, W), initial flow u (N, 2, H, W) -> refined flow."""
     n, h, w = I0.shape
-    check = stop_check_interval(I0.device)
     I1_stack = torch.cat((I1.unsqueeze(1), centered_gradient(I1)), 1)  # gradient of the unwarped image
-    p = torch.zeros(n, 2, 2, h, w, device=I0.device, dtype=I0.dtype)
-    grad_buf = torch.zeros_like(p)
+    p = torch.zeros(n, 2, 2, h, w, device=I0.device, dtype=I0.dtype)  # dual variables, kept across warps
     stop = params.epsilon * params.epsilon * h * w
     for _ in range(params.warps):
-        image_grad, neg_inv_grad, rho_c = _warp_terms(I0, I1_stack, u)
-        active = torch.ones(n, dtype=torch.bool, device=I0.device)
-        all_active, any_active = check == 1, True                # what the host knows
-        for _ in range(params.outer_iterations):
-            if params.median_filtering > 1:
-                filtered = median_blur(u, params.median_filtering)
-                u = filtered if all_active else _select(active, filtered, u)
-            for inner in range(params.inner_iterations):
-                u_new, p_new, error = _primal_dual_step(u, p, image_grad, neg_inv_grad, rho_c, params, grad_buf)
-                if all_active:
-                    u, p = u_new, p_new
-                else:
-                    u, p = _select(active, u_new, u), _select(active, p_new, p)
-                active = active & (error > stop)
-                if (inner + 1) % check == 0 or inner + 1 == params.inner_iterations:
-                    any_active = bool(active.any())
-                    all_active = check == 1 and bool(active.all())
-                    if not any_active:
-                        break
-            if not any_active:
-                break
+        terms = _warp_terms(I0, I1_stack, u)
+        u, p = solve_warp(u, p, terms, params, stop, stop_check_interval(I0.device))
     return u
 
 
