@@ -174,27 +174,32 @@ def cubic_weights(t: torch.Tensor) -> torch.Tensor:
 def remap_cubic(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Sample (N, C, H, W) images at (x + flow_x, y + flow_y): bicubic, zero outside, as cv::remap.
 
-    OpenCV 5 samples at the exact float position (OpenCV 4 rounded it to 1/32 px); the 16 tap
-    weights are products of the row and column weights.
+    OpenCV 5 samples at the exact float position (OpenCV 4 rounded it to 1/32 px). The images get a
+    4 px zero border and positions are clamped into it: a tap outside the image then reads zero, which
+    is OpenCV's BORDER_CONSTANT, without masks.
     """
     n, c, h, w = images.shape
     device = images.device
+    pad = 4
     xs = torch.arange(w, device=device, dtype=torch.float32) + flow[:, 0]
     ys = torch.arange(h, device=device, dtype=torch.float32)[:, None] + flow[:, 1]
     x_floor, y_floor = xs.floor(), ys.floor()
     wx, wy = cubic_weights(xs - x_floor), cubic_weights(ys - y_floor)      # (N, H, W, 4)
-    x0, y0 = x_floor.to(torch.int64) - 1, y_floor.to(torch.int64) - 1      # top-left tap
-    flat = images.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
+    # taps floor-1 .. floor+2; a clamped position only ever reads the zero border
+    x0 = x_floor.clamp(-3, w + 1).to(torch.int64) - 1 + pad
+    y0 = y_floor.clamp(-3, h + 1).to(torch.int64) - 1 + pad
+    padded_w = w + 2 * pad
+    flat = torch.nn.functional.pad(images, (pad, pad, pad, pad)).reshape(n, c, -1)
+    out = None
     for i in range(4):
-        yi = y0 + i
-        y_ok = (yi >= 0) & (yi < h)
-        row = yi.clamp(0, h - 1) * w
+        row_start = (y0 + i) * padded_w + x0
+        row = None
         for j in range(4):
-            xj = x0 + j
-            weight = wy[..., i] * wx[..., j] * (y_ok & (xj >= 0) & (xj < w))
-            index = (row + xj.clamp(0, w - 1)).reshape(n, 1, h * w).expand(n, c, h * w)
-            out += torch.gather(flat, 2, index) * weight.reshape(n, 1, h * w)
+            index = (row_start + j).reshape(n, 1, h * w).expand(n, c, h * w)
+            tap = torch.gather(flat, 2, index) * wx[..., j].reshape(n, 1, h * w)
+            row = tap if row is None else row.add_(tap)
+        row.mul_(wy[..., i].reshape(n, 1, h * w))
+        out = row if out is None else out.add_(row)
     return out.reshape(n, c, h, w)
 
 
