@@ -16,7 +16,8 @@ reproduced from OpenCV (contrib `optflow/src/tvl1flow.cpp`, default parameters):
   - per level: the gradient of the second image by centred differences (half one-sided differences
     on the border), computed ONCE on the unwarped image; per warp the image and its two gradient
     images are warped by bicubic remapping (cv::remap INTER_CUBIC: Keys kernel with a = -0.75,
-    coordinates rounded to 1/32 px, zero outside the image);
+    sampled at the exact float position as OpenCV 5 does (OpenCV 4 rounded it to 1/32 px), zero
+    outside the image);
   - the dual variables are reset to zero per level and kept across warps;
   - per warp, up to outer_iterations rounds of: median filter of the flow (cv::medianBlur, k x k,
     replicated border), then up to inner_iterations of (thresholding step, primal step, dual step);
@@ -41,7 +42,7 @@ FLT_EPSILON = float(np.finfo(np.float32).eps)
 class TVL1Params:
     """OpenCV DualTVL1OpticalFlow's parameters, with its defaults (lambda_ is OpenCV's lambda)."""
 
-    tau: float = 0.25                # time step of the dual update (stable for tau < 1/8 * theta-scaled)
+    tau: float = 0.25                # time step of the dual update (the update uses tau / theta)
     lambda_: float = 0.15            # weight of the data term: smaller = smoother flow
     theta: float = 0.3               # coupling between the flow u and its auxiliary variable v
     nscales: int = 5                 # pyramid levels (fewer when a level would go under 16 px)
