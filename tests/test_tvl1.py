@@ -102,6 +102,17 @@ def test_flow_matches_opencv_tvl1(size, motion, seed):
     assert epe(ours, ref) < EPE_VS_OPENCV
 
 
+@pytest.mark.parametrize("size", [(12, 20), (3, 3)])
+def test_frames_too_small_for_a_pyramid_match_opencv(size):
+    prev, nxt = shifted_pair(*size, 0.7, -0.4, 1)
+    assert epe(tvl1.tvl1(prev, nxt, device="cpu"), opencv_tvl1(prev, nxt)) < 1e-3
+
+
+def test_flat_frames_give_zero_flow():
+    flat = np.full((30, 40), 77, np.uint8)
+    assert np.abs(tvl1.tvl1(flat, flat, device="cpu")).max() == 0
+
+
 def test_known_translation_is_recovered_with_the_right_sign():
     dx, dy = 1.4, -0.6
     prev, nxt = shifted_pair(64, 80, dx, dy, 6)
