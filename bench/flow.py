@@ -215,7 +215,8 @@ def main() -> None:
           f"{'EPE true ours':>13s} {'EPE true cv':>11s} | {'cv CPU s/pair':>13s} {'ours CPU s/pair':>15s}")
     for source, r in rows.items():
         print(f"{source:10s} {r['pairs']:5d} {r['true_motion_px']:9.2f} | {r['epe_vs_opencv']:11.4f} "
-              f"{r['epe_vs_opencv_max']:6.3f} {r['epe_opencv_jitter']:9.4f} | {r['epe_true_ours']:13.4f} {r['epe_true_opencv']:11.4f} | "
+              f"{r['epe_vs_opencv_max']:6.3f} {r['epe_opencv_jitter']:9.4f} | "
+              f"{r['epe_true_ours']:13.4f} {r['epe_true_opencv']:11.4f} | "
               f"{r['opencv_cpu_s'] / r['pairs']:13.3f} {r['ours_cpu_s'] / r['pairs']:15.3f}")
 
     cv_rate = n / totals["opencv"][1]
