@@ -31,7 +31,7 @@ from actionrepro.errors import ActionReproError, DataError
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("tvl1", "farneback")
+ALGORITHMS = ("tvl1", "tvl1_opencv", "farneback")
 INDEX_COLUMNS = ["video_id", "path", "store_path", "num_frames", "height", "width"]
 QUARANTINE_COLUMNS = ["video_id", "path", "reason", "detail"]
 JOURNAL = journal.FILE_NAME
@@ -58,9 +58,14 @@ def flow_function(algorithm: str):
     """prev, next grayscale uint8 (H, W) -> float32 (H, W, 2) flow, x then y."""
     import cv2
 
-    if algorithm == "tvl1":
-        tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
-        return lambda prev, nxt: tvl1.calc(prev, nxt, None)
+    if algorithm == "tvl1":  # our PyTorch TV-L1 (OpenCV's defaults and steps), on the GPU when there is one
+        from actionrepro.data import tvl1
+
+        device = tvl1.default_device()
+        return lambda prev, nxt: tvl1.tvl1(prev, nxt, device=device)
+    if algorithm == "tvl1_opencv":
+        dual_tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+        return lambda prev, nxt: dual_tvl1.calc(prev, nxt, None)
     if algorithm == "farneback":
         return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)
     raise ValueError(f"unknown flow algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
