@@ -18,7 +18,8 @@ import rarfile
 
 from actionrepro import paths
 from actionrepro.data import archives, sources
-from actionrepro.data.archives import extract_archive, extract_dataset
+from actionrepro.data.archives import extract_archive
+from actionrepro.steps.extract import extract_dataset
 from actionrepro.data.rar import write_stored_rar
 from actionrepro.errors import DataError
 

@@ -456,7 +456,8 @@ def real_run(tmp_path_factory):
 
     from actionrepro import config
     from actionrepro.engine import runner
-    from actionrepro.data import archives, download
+    from actionrepro.data import download
+    from actionrepro.steps.extract import extract_dataset
     from actionrepro.steps import decode as decode_step
     from actionrepro.steps import splits as splits_step
 
@@ -467,7 +468,7 @@ def real_run(tmp_path_factory):
     try:
         params = config.load("p.yaml")
         download.download_dataset("synth_hmdb51", params)
-        archives.extract_dataset("synth_hmdb51")
+        extract_dataset("synth_hmdb51")
         splits_step.write_manifests("synth_hmdb51", params=params)
         decode_step.decode_dataset("synth_hmdb51", params, workers=1)
         runner.train("synth_hmdb51", 1, "tsn", params)

@@ -348,7 +348,8 @@ def synth_params(**prune) -> dict:
 def trained_root(tmp_path_factory):
     """Synthetic UCF101 through the real download -> extract -> splits -> decode steps, and a
     dense TSM trained on it for one epoch."""
-    from actionrepro.data import archives, download
+    from actionrepro.data import download
+    from actionrepro.steps.extract import extract_dataset
     from actionrepro.steps import decode as decode_step
     from actionrepro.steps import splits as splits_step
     from actionrepro.engine.runner import train
@@ -358,7 +359,7 @@ def trained_root(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         download.download_dataset("synth_ucf101", params)
-        archives.extract_dataset("synth_ucf101", progress=False)
+        extract_dataset("synth_ucf101", progress=False)
         splits_step.write_manifests("synth_ucf101", params=params)
         decode_step.decode_dataset("synth_ucf101", params, workers=1)
         train("synth_ucf101", 1, "tsm", params)

@@ -513,12 +513,13 @@ def test_train_without_manifests_names_the_missing_step(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- through the real dataset and registry
 def _make_synthetic(params: dict) -> None:
-    from actionrepro.data import archives, download
+    from actionrepro.data import download
+    from actionrepro.steps.extract import extract_dataset
     from actionrepro.steps import decode as decode_step
     from actionrepro.steps import splits as splits_step
 
     download.download_dataset("synth_ucf101", params)
-    archives.extract_dataset("synth_ucf101", progress=False)
+    extract_dataset("synth_ucf101", progress=False)
     splits_step.write_manifests("synth_ucf101", params=params)
     decode_step.decode_dataset("synth_ucf101", params, workers=1)
 

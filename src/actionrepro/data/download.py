@@ -55,7 +55,7 @@ TLS_HINT = ("set `download.verify_tls: false` in the params file or pass --insec
             "(archive sizes and checksums are still verified)")
 
 
-class _Rejected(Exception):
+class Rejected(Exception):
     """A file that is not the archive it should be; the message says why (sizes, both hashes)."""
 
 
@@ -148,7 +148,7 @@ def read_sha256sums(path: str | os.PathLike) -> dict[str, str]:
 
 # --- verification ------------------------------------------------------------------------------
 
-def _verify(path: Path, archive: Archive, pin: Path | None) -> dict:
+def verify_file(path: Path, archive: Archive, pin: Path | None) -> dict:
     """Check size, format signature and checksum (official, else pinned); return the record.
 
     `pin` is the pin file to compare against for archives without an official checksum (None for
@@ -156,7 +156,7 @@ def _verify(path: Path, archive: Archive, pin: Path | None) -> dict:
     """
     size = path.stat().st_size
     if archive.size is not None and size != archive.size:
-        raise _Rejected(f"size is {size:,} bytes, expected {archive.size:,}")
+        raise Rejected(f"size is {size:,} bytes, expected {archive.size:,}")
     sha256 = file_digest(path, "sha256")
     record = {"name": archive.name, "role": archive.role, "format": archive.format, "layout": archive.layout,
               "top_dir": archive.top_dir, "inner_format": archive.inner_format,
@@ -165,19 +165,19 @@ def _verify(path: Path, archive: Archive, pin: Path | None) -> dict:
         algorithm, want = archive.checksum
         got = sha256 if algorithm == "sha256" else file_digest(path, algorithm)
         if got != want:
-            raise _Rejected(f"{algorithm} is {got}, expected {want} (official checksum)")
+            raise Rejected(f"{algorithm} is {got}, expected {want} (official checksum)")
         record["verified_by"] = f"official {algorithm}"
     elif pin is not None and pin.exists():
         want = registry.read_pin(pin)
         if sha256 != want:
-            raise _Rejected(f"sha256 is {sha256}, expected {want} (pinned in {pin} from the first verified "
+            raise Rejected(f"sha256 is {sha256}, expected {want} (pinned in {pin} from the first verified "
                             f"download; delete that file only if the publisher really replaced the archive)")
         record["verified_by"] = "pinned sha256"
     else:
         record["verified_by"] = "size and format" if archive.size is not None else "format only"
     is_format = zipfile.is_zipfile if archive.format == "zip" else rarfile.is_rarfile
     if not is_format(path):
-        raise _Rejected(f"is not a {archive.format} archive (sha256 {sha256}; an error page or a truncated file?)")
+        raise Rejected(f"is not a {archive.format} archive (sha256 {sha256}; an error page or a truncated file?)")
     return record
 
 
@@ -238,8 +238,8 @@ def _provide(spec: Dataset, archive: Archive, raw: Path, adopted: dict, before: 
         if not final.exists():
             continue
         try:
-            record = _verify(final, c, registry.pin_path(final))
-        except _Rejected as why:
+            record = verify_file(final, c, registry.pin_path(final))
+        except Rejected as why:
             log.warning("%s is present but %s; downloading a fresh copy, which replaces it only once verified",
                         final, why)
             problems.append(f"{final} (already present): {why}")
@@ -300,8 +300,8 @@ def _download(archive: Archive, url: str, raw: Path, session: requests.Session, 
             time.sleep(delay)
             continue
         try:
-            record = _verify(part, archive, registry.pin_path(final))
-        except _Rejected as why:
+            record = verify_file(part, archive, registry.pin_path(final))
+        except Rejected as why:
             _discard(part)
             if resumed and not restarted:  # the kept part may be stale: one clean retry from byte 0
                 restarted = True
@@ -562,8 +562,8 @@ def _adopt(spec: Dataset, raw: Path, user_files: list[Path]) -> dict[str, dict]:
                             f"pass only one")
         dest = raw / archive.name
         try:
-            record = _verify(src, archive, registry.pin_path(dest))
-        except _Rejected as why:
+            record = verify_file(src, archive, registry.pin_path(dest))
+        except Rejected as why:
             raise DataError(f"--archive {src} is not a valid {archive.name} for {spec.name}: {why}. "
                             f"Nothing was copied; re-download it from {', '.join(archive.urls) or spec.homepage}"
                             ) from None
@@ -618,7 +618,7 @@ def _generate(spec: Dataset, params: dict, raw: Path, previous: dict | None) -> 
             records = _check_generated(spec, raw)
             log.info("%s: archives from the same recipe already present and verified; not regenerating", spec.name)
             return records, recipe
-        except _Rejected as why:
+        except Rejected as why:
             log.info("%s: regenerating (%s)", spec.name, why)
     synthetic = importlib.import_module("actionrepro.data.synthetic")
     tmp = Path(tempfile.mkdtemp(prefix=".generate-", dir=raw))
@@ -632,8 +632,8 @@ def _generate(spec: Dataset, params: dict, raw: Path, previous: dict | None) -> 
         records = []
         for archive in spec.archives:
             try:
-                record = _verify(made[archive.name], archive, pin=None)
-            except _Rejected as why:
+                record = verify_file(made[archive.name], archive, pin=None)
+            except Rejected as why:
                 raise ActionReproError(f"synthetic {archive.name} for {spec.name} is broken: {why}") from None
             shutil.move(made[archive.name], raw / archive.name)
             record["source"] = {"kind": "generated", "generator": recipe["generator"]}
@@ -649,16 +649,16 @@ def _generate(spec: Dataset, params: dict, raw: Path, previous: dict | None) -> 
 def _check_generated(spec: Dataset, raw: Path) -> list[dict]:
     sums_file = raw / SUMS
     if not sums_file.exists():
-        raise _Rejected(f"{sums_file} is missing")
+        raise Rejected(f"{sums_file} is missing")
     sums = read_sha256sums(sums_file)
     records = []
     for archive in spec.archives:
         path = raw / archive.name
         if not path.exists() or archive.name not in sums:
-            raise _Rejected(f"{path} is missing or not listed in {sums_file}")
-        record = _verify(path, archive, pin=None)
+            raise Rejected(f"{path} is missing or not listed in {sums_file}")
+        record = verify_file(path, archive, pin=None)
         if record["sha256"] != sums[archive.name]:
-            raise _Rejected(f"{path} has sha256 {record['sha256']}, {sums_file} says {sums[archive.name]}")
+            raise Rejected(f"{path} has sha256 {record['sha256']}, {sums_file} says {sums[archive.name]}")
         record["source"] = {"kind": "generated", "generator": "actionrepro.data.synthetic.write_archives"}
         records.append(record)
     return records

@@ -31,6 +31,10 @@ from actionrepro.errors import ActionReproError, DataError
 
 log = logging.getLogger(__name__)
 
+# Which code computes each algorithm: recorded with the outputs, so that a resumed run never reuses
+# flow that another implementation computed under the same algorithm name.
+IMPLEMENTATION = {"tvl1": "actionrepro.data.tvl1 (PyTorch)", "tvl1_opencv": "OpenCV DualTVL1OpticalFlow",
+                  "farneback": "OpenCV calcOpticalFlowFarneback"}
 ALGORITHMS = ("tvl1", "tvl1_opencv", "farneback")
 INDEX_COLUMNS = ["video_id", "path", "store_path", "num_frames", "height", "width"]
 QUARANTINE_COLUMNS = ["video_id", "path", "reason", "detail"]
@@ -59,8 +63,11 @@ def flow_function(algorithm: str):
     import cv2
 
     if algorithm == "tvl1":  # our PyTorch TV-L1 (OpenCV's defaults and steps), on the GPU when there is one
+        import torch
+
         from actionrepro.data import tvl1
 
+        torch.set_num_threads(1)  # one worker process per core, as for OpenCV
         device = tvl1.default_device()
         return lambda prev, nxt: tvl1.tvl1(prev, nxt, device=device)
     if algorithm == "tvl1_opencv":

@@ -12,7 +12,8 @@ from tqdm import tqdm
 
 from actionrepro import paths
 from actionrepro.data import journal, store
-from actionrepro.data.flow import ALGORITHMS, FARNEBACK, INDEX_COLUMNS, JOURNAL, QUARANTINE_COLUMNS, flow_results
+from actionrepro.data.flow import (ALGORITHMS, FARNEBACK, IMPLEMENTATION, INDEX_COLUMNS, JOURNAL, QUARANTINE_COLUMNS,
+                                   flow_results)
 from actionrepro.errors import ActionReproError, DataError
 from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
 from actionrepro.steps import add_dataset_argument
@@ -55,6 +56,8 @@ def compute_flow(dataset: str, params: dict, workers: int) -> None:
     settings = {"algorithm": algorithm, "bound": bound, "jpeg_quality": quality, "store_version": store.VERSION}
     if algorithm == "farneback":
         settings["farneback"] = FARNEBACK
+    else:
+        settings["implementation"] = IMPLEMENTATION[algorithm]
 
     frames_root, out_root = paths.frames_dir(dataset), paths.flow_dir(dataset)
     index, decode_quarantine = read_frames_index(dataset)
