@@ -115,3 +115,20 @@ def test_true_and_false_still_read_as_booleans(tmp_path):
     text = (ROOT / "config/demo.yaml").read_text().replace("global_pruning: false", "global_pruning: TRUE")
     (tmp_path / "params.yaml").write_text(text)
     assert config.load(tmp_path / "params.yaml")["prune"]["global_pruning"] is True
+
+
+# ---------------------------------------------------------------- one-off overrides (--set)
+def test_set_overrides_one_value_with_a_yaml_value_and_validates_it(tmp_path):
+    from actionrepro.errors import ConfigError
+
+    demo = Path(__file__).resolve().parents[1] / "config" / "demo.yaml"
+    params = config.load(demo, ["train.epochs=1", "prune.ratios=[0.5, 0.7]", "train.amp=off"])
+    assert params["train"]["epochs"] == 1 and params["prune"]["ratios"] == [0.5, 0.7]
+    assert params["train"]["amp"] == "off"  # YAML 1.2: off stays a string
+    assert config.load(demo)["train"]["epochs"] == 25  # the file itself is untouched
+    with pytest.raises(ConfigError, match=r"--set train.epochs=-1.*train\.epochs"):
+        config.load(demo, ["train.epochs=-1"])
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        config.load(demo, ["train.epochs"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        config.load(demo, ["train.epoch=3"])

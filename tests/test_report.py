@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from actionrepro import cli
+from actionrepro import cli, provenance
 from actionrepro.reporting import collect, figures, stats, tables
 from actionrepro.steps import report as report_step
 from fixtures.runs_tree import PARAMS_FILE, QUARANTINED, build_runs_tree
@@ -449,13 +449,13 @@ def test_reproduce_commands_name_the_run_and_the_params_file(built):
 
 
 def test_git_commit_is_the_checkout_head_or_unknown(tmp_path):
-    assert collect.git_commit(tmp_path) == "unknown"
+    assert provenance.git_state(tmp_path)["commit"] == "unknown"
     if not (REPO / ".git").exists() or shutil.which("git") is None:
         pytest.skip("not a git checkout")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     if head.returncode != 0:
         pytest.skip("the checkout has no commit yet")
-    assert collect.git_commit(REPO) == head.stdout.strip()
+    assert provenance.git_state(REPO)["commit"] == head.stdout.strip()
 
 
 # ---------------------------------------------------------------- in a real browser

@@ -178,7 +178,7 @@ def test_workflow_report_attaches_the_result_tables_figures_and_html_report(tmp_
     reports = work / "reports"
     (reports / "tables").mkdir(parents=True)
     (reports / "figures").mkdir()
-    for name in ("results", "temporal_order", "run_status", "quarantine"):
+    for name in ("results", "temporal_order", "pruning", "run_status", "quarantine"):
         (reports / f"{name}.csv").write_text("dataset,top1\nsynth_ucf101,50.0\n")
     (reports / "report.md").write_text("# report\n")
     (reports / "report.html").write_text("<html><body>report</body></html>\n")
@@ -191,7 +191,7 @@ def test_workflow_report_attaches_the_result_tables_figures_and_html_report(tmp_
 
     out = snakemake("--report", "workflow-report.html", "--configfile", "config/demo.yaml", cwd=work)
 
-    for name in ("results.csv", "temporal_order.csv", "run_status.csv", "quarantine.csv", "main.html",
+    for name in ("results.csv", "temporal_order.csv", "pruning.csv", "run_status.csv", "quarantine.csv", "main.html",
                  "accuracy_vs_gflops.png", "report.html"):
         assert f"Adding {name}" in out, (name, out[-3000:])
     assert "Adding accuracy_vs_gflops.svg" not in out and "Adding main.md" not in out

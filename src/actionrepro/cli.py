@@ -49,6 +49,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                         help="params file (default: params.yaml; the demo uses config/demo.yaml)")
     common.add_argument("--threads", type=int, default=None,
                         help="CPU threads for this step (default: all cores available to the process)")
+    common.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="override one params value for this run (dotted key, YAML value; repeatable; "
+                             "validated like the file and recorded in the run's provenance)")
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
     parser = argparse.ArgumentParser(
@@ -77,7 +80,7 @@ def step_module(name: str) -> ModuleType:
 def run_step(args) -> None:
     from actionrepro import config
 
-    step_module(args.step).run(args, config.load(args.params))
+    step_module(args.step).run(args, config.load(args.params, args.overrides))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,8 +86,9 @@ _Yaml12BoolLoader.add_implicit_resolver(
     "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def load(path: str | Path = "params.yaml") -> dict:
-    """Read a params file and validate it; errors name the file."""
+def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> dict:
+    """Read a params file, apply one-off `KEY=VALUE` overrides (dotted keys, YAML values), and
+    validate the result; errors name the file and the override."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params FILE")
@@ -97,4 +98,27 @@ def load(path: str | Path = "params.yaml") -> dict:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping of keys (seed, datasets, ...), not {type(params).__name__}")
-    return validate(params, source=str(path))
+    for override in overrides:
+        apply_override(params, override)
+    source = f"{path} with --set {' --set '.join(overrides)}" if overrides else str(path)
+    return validate(params, source=source)
+
+
+def apply_override(params: dict, override: str) -> None:
+    """Set `KEY=VALUE` in params: KEY dotted (train.epochs), VALUE read as YAML (1, 0.1, [0.3, 0.5], off)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {override!r}: write KEY=VALUE, e.g. --set train.epochs=1")
+    try:
+        value = yaml.load(text, Loader=_Yaml12BoolLoader)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {override!r}: the value is not valid YAML ({err})") from err
+    *parents, leaf = key.strip().split(".")
+    node = params
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {} if part not in node else node[part]
+        if not isinstance(node[part], dict):
+            raise ConfigError(f"--set {override!r}: {part!r} is not a section of the params")
+        node = node[part]
+    node[leaf] = value

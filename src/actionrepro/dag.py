@@ -43,6 +43,8 @@ PRIORITY = {"decode": 50, "flow": 50, "train": 20, "prune": 10, "evaluate": 0}
 REPORT_FILES = {
     "results": "reports/results.csv",
     "temporal_order": "reports/temporal_order.csv",
+    "pruning": "reports/pruning.csv",
+    "provenance": "reports/provenance.json",
     "run_status": "reports/run_status.csv",
     "quarantine": "reports/quarantine.csv",
     "markdown": "reports/report.md",

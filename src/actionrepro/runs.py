@@ -35,6 +35,10 @@ class RunId:
         return run_dir(self.dataset, self.split, self.model, self.variant)
 
     @property
+    def dense_dir(self) -> Path:
+        return run_dir(self.dataset, self.split, self.model, DENSE)
+
+    @property
     def ratio(self) -> float | None:
         """The pruning ratio of a pruned variant; None for dense."""
         return None if self.variant == DENSE else variant_ratio(self.variant)
@@ -191,3 +195,85 @@ def _check_input_spec(model: nn.Module, meta: dict, path: Path, redo: str) -> No
     if recorded is not None and dict(recorded) != spec.to_dict():
         raise ActionReproError(f"{path / 'model.json'} records input_spec {recorded} but model {meta['name']!r} "
                                f"now declares {spec.to_dict()}; re-run `{redo}` or restore the options")
+
+
+# ---------------------------------------------------------------- provenance and starting over
+WEIGHT_FILES = ("checkpoint.pt", "history.csv", "metrics.json")
+EVAL_PATTERNS = ("eval.json", "eval_*.json", "predictions_*.csv", "scores_*.npy")
+
+
+def data_inputs(dataset: str, split: int, two_stream: bool) -> list[Path]:
+    """The data files a model step reads: the split's manifest and class index, the store summaries."""
+    from actionrepro import paths
+
+    files = [paths.manifests_dir(dataset) / f"split{split}.csv", paths.manifests_dir(dataset) / "classes.csv",
+             paths.frames_dir(dataset) / "summary.json"]
+    return files + ([paths.flow_dir(dataset) / "summary.json"] if two_stream else [])
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun launch, or a plain process: the one that writes run records."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
+
+
+def begin_step(path: Path, key: str, record: dict) -> None:
+    """Before a step writes into run directory `path`: refuse outputs made from another params file
+    under other settings (they are not ours to replace), and when the settings, code or inputs differ
+    from the recorded ones, remove what the old run left, so nothing stale can look current."""
+    from actionrepro import provenance
+
+    if not is_main_process():
+        return
+    previous = provenance.read(path).get(key)
+    if previous:
+        _refuse_other_params_file(path, key, previous, record)
+        if _differs(previous, record):
+            start_over(path, key)
+    elif _has_outputs(path, key):  # made before provenance was recorded: nothing says what it is
+        start_over(path, key)
+    provenance.write(path, key, {**record, "complete": False})
+
+
+def finish_step(path: Path, key: str, record: dict, outputs: list[str]) -> None:
+    """Record the step as complete, with digests of the files it leaves for the next step."""
+    from actionrepro import provenance
+
+    if not is_main_process():
+        return
+    done = {name: provenance.input_record([path / name])[(path / name).as_posix()] for name in outputs}
+    provenance.write(path, key, {**record, "complete": True, "outputs": done})
+
+
+def start_over(path: Path, key: str) -> None:
+    """Remove a step's outputs and everything derived from them (evaluation after new weights)."""
+    from actionrepro import provenance
+
+    patterns = EVAL_PATTERNS if key == "evaluate" else WEIGHT_FILES + EVAL_PATTERNS
+    for pattern in patterns:
+        for old in path.glob(pattern):
+            old.unlink()
+    if (path / provenance.FILE_NAME).is_file():
+        provenance.write(path, key, None)
+        if key != "evaluate":
+            provenance.write(path, "evaluate", None)
+
+
+def _has_outputs(path: Path, key: str) -> bool:
+    patterns = EVAL_PATTERNS if key == "evaluate" else WEIGHT_FILES
+    return any(any(path.glob(p)) for p in patterns)
+
+
+def _differs(previous: dict, record: dict) -> bool:
+    return (previous.get("settings") != record["settings"] or previous.get("code") != record["code"]
+            or previous.get("inputs") != record["inputs"])
+
+
+def _refuse_other_params_file(path: Path, key: str, previous: dict, record: dict) -> None:
+    theirs, ours = previous.get("params_file"), record.get("params_file")
+    if theirs and ours and theirs != ours and previous.get("settings") != record["settings"]:
+        raise ActionReproError(
+            f"{path} holds {key} outputs made from {theirs} under other settings; this command reads {ours}. "
+            f"Refusing to replace them: pass --params {theirs} to continue that run, or delete {path} "
+            f"to redo it under {ours}")

@@ -63,11 +63,8 @@ def flow_function(algorithm: str):
     import cv2
 
     if algorithm == "tvl1":  # our PyTorch TV-L1 (OpenCV's defaults and steps), on the GPU when there is one
-        import torch
-
         from actionrepro.data import tvl1
 
-        torch.set_num_threads(1)  # one worker process per core, as for OpenCV
         device = tvl1.default_device()
         return lambda prev, nxt: tvl1.tvl1(prev, nxt, device=device)
     if algorithm == "tvl1_opencv":
@@ -76,6 +73,27 @@ def flow_function(algorithm: str):
     if algorithm == "farneback":
         return lambda prev, nxt: cv2.calcOpticalFlowFarneback(prev, nxt, None, **FARNEBACK)
     raise ValueError(f"unknown flow algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+
+
+def pairs_function(algorithm: str):
+    """Lists of grayscale uint8 frames (prev, next) -> their flows, a chunk of pairs at a time: our
+    TV-L1 solves a chunk as one batch (each pair stops on its own, so the flows equal one-pair runs);
+    OpenCV's algorithms go pair by pair."""
+    if algorithm != "tvl1":
+        one = flow_function(algorithm)
+        return lambda prevs, nexts: [one(a, b) for a, b in zip(prevs, nexts)]
+    import torch
+
+    from actionrepro.data import tvl1
+
+    torch.set_num_threads(1)  # one worker process per core, as for OpenCV
+    device = tvl1.default_device()
+
+    def batch(prevs: list[np.ndarray], nexts: list[np.ndarray]) -> list[np.ndarray]:
+        a = torch.from_numpy(np.stack(prevs).astype(np.float32)).to(device)
+        b = torch.from_numpy(np.stack(nexts).astype(np.float32)).to(device)
+        return list(tvl1.tvl1_batch(a, b).cpu().numpy())
+    return batch
 
 
 def flow_video(src: str | os.PathLike, dst: str | os.PathLike, algorithm: str, bound: float, quality: int) -> dict:
@@ -87,7 +105,7 @@ def flow_video(src: str | os.PathLike, dst: str | os.PathLike, algorithm: str, b
     import cv2
 
     start = time.perf_counter()
-    calc = flow_function(algorithm)
+    calc = pairs_function(algorithm)
     with store.FrameReader(src) as reader:
         n, h, w = reader.num_frames, reader.height, reader.width
         if n < 2:
@@ -96,11 +114,12 @@ def flow_video(src: str | os.PathLike, dst: str | os.PathLike, algorithm: str, b
         parts: list[bytes] = []
         prev = None
         for first in range(0, n, CHUNK):
-            for frame in reader.read(range(first, min(first + CHUNK, n))):
-                gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-                if prev is not None:
-                    parts.extend(store.encode_frame(quantise(calc(prev, gray), bound), quality))
-                prev = gray
+            frames = reader.read(range(first, min(first + CHUNK, n)))
+            grays = [cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY) for frame in frames]
+            chain = ([prev] if prev is not None else []) + grays
+            for flow in calc(chain[:-1], chain[1:]):
+                parts.extend(store.encode_frame(quantise(flow, bound), quality))
+            prev = grays[-1]
     store.write_encoded(dst, parts, channels=2, height=h, width=w)
     return {"status": "stored", "num_frames": n - 1, "height": h, "width": w,
             "seconds": time.perf_counter() - start}

@@ -17,14 +17,13 @@ import logging
 import math
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from actionrepro import paths, runs
-from actionrepro.reporting import stats
+from actionrepro import paths, provenance, runs
+from actionrepro.reporting import freshness, stats
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +33,12 @@ RESULT_COLUMNS = [
     "top1", "top1_ci_low", "top1_ci_high", "top5", "mean_class_acc", "reversed_pair_acc", "num_videos", "excluded",
     "params", "gflops", "latency_ms", "latency_device", "latency_device_name",
     "train_seconds", "epochs", "selected_epoch", "train_device", "pretrained", "seed",
-    "commit", "params_hash", "run_dir", "reproduce",
+    "commit", "torch", "cpu", "gpu", "environment", "params_hash", "run_dir", "reproduce", "environment_differs",
 ]
 STATUS_COLUMNS = ["dataset", "split", "model", "variant", "state", "detail", "run_dir"]
 QUARANTINE_COLUMNS = ["dataset", "step", "video_id", "path", "reason", "detail"]
 EVALUATED = "evaluated"
+STALE = "stale"
 
 
 class Unreadable(Exception):
@@ -50,26 +50,6 @@ def params_hash(params: dict) -> str:
     """sha256 of the canonical JSON of the (validated) params: sorted keys, no whitespace."""
     text = json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def git_commit(root: str | Path = ".") -> str:
-    """`git rev-parse HEAD` of the checkout at `root`, or "unknown" (no git, not a repository)."""
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = done.stdout.strip()
-    return commit if done.returncode == 0 and len(commit) == 40 else "unknown"
-
-
-def git_dirty(root: str | Path = ".") -> bool | None:
-    """True if tracked files differ from HEAD (the numbers may not come from `commit` alone)."""
-    try:
-        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                              capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(done.stdout.strip()) if done.returncode == 0 else None
 
 
 def environment() -> dict:
@@ -290,28 +270,53 @@ def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
     return rows
 
 
-def collect_results(params: dict, commit: str, phash: str, params_file: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def collect_results(params: dict, phash: str, params_file: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, status): one results row per evaluated run x view protocol; one status row per
     run the params expect, with its state (evaluated / trained, not evaluated / ... / unreadable)."""
     rows, status = [], []
+    freshness.current_code.cache_clear()
     for ds, k, m, v in expected_runs(params):
         run = runs.run_dir(ds, k, m, v)
         state, detail = run_state(run)
+        reasons = freshness.stale_reasons(runs.RunId(ds, k, m, v), params) if state == EVALUATED else []
+        if reasons:
+            state, detail = STALE, freshness.summary(reasons)
+            log.warning("report: %s is %s", run, detail)
         if state == EVALUATED:
             try:
                 found = read_run(ds, k, m, v)
             except Unreadable as err:
                 state, detail, found = "unreadable", str(err), []
                 log.warning("report: %s", err)
+            made = run_provenance(runs.RunId(ds, k, m, v))
             for row in found:
                 row.update(seed=params["seed"] if math.isnan(row["seed"]) else int(row["seed"]),
-                           commit=commit, params_hash=phash,
+                           params_hash=phash, **made,
                            reproduce=runs.reproduce_command(runs.RunId(ds, k, m, v), params_file))
             rows += found
         status.append({"dataset": ds, "split": k, "model": m, "variant": v, "state": state, "detail": detail,
                        "run_dir": run.as_posix()})
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return results, pd.DataFrame(status, columns=STATUS_COLUMNS)
+    results = flag_environments(pd.DataFrame(rows, columns=RESULT_COLUMNS[:-1]))
+    return results[RESULT_COLUMNS], pd.DataFrame(status, columns=STATUS_COLUMNS)
+
+
+def run_provenance(run: runs.RunId) -> dict:
+    """The code and environment a run's weights were made with (its train or prune record)."""
+    record = provenance.read(run.dir).get("train" if run.variant == runs.DENSE else "prune") or {}
+    git = record.get("git") or {}
+    env = record.get("environment") or {}
+    commit = git.get("commit", "unknown") + ("+dirty" if git.get("dirty") else "")
+    return {"commit": commit, "torch": (env.get("packages") or {}).get("torch") or "",
+            "cpu": (env.get("cpu") or {}).get("model") or "", "gpu": (env.get("gpu") or {}).get("name") or "",
+            "environment": provenance.environment_key(env)[:12] if env else ""}
+
+
+def flag_environments(results: pd.DataFrame) -> pd.DataFrame:
+    """`environment_differs`: True for runs made in another environment than most runs were."""
+    if results.empty:
+        return results.assign(environment_differs=pd.Series(dtype=bool))
+    usual = results.drop_duplicates("run_dir")["environment"].mode()
+    return results.assign(environment_differs=results["environment"] != (usual.iloc[0] if len(usual) else ""))
 
 
 def stray_runs(params: dict) -> list[str]:

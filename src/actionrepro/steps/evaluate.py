@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from actionrepro import paths, profile, runs
+from actionrepro import dag, paths, profile, provenance, runs
 from actionrepro.data import manifests, sources
 from actionrepro.engine import distributed
 from actionrepro.engine.evaluation import (SCORE_AVERAGING, classification_metrics, predict_all,
@@ -41,7 +41,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    evaluate(args.dataset, args.split, args.model, params, variant=args.variant)
+    evaluate(args.dataset, args.split, args.model, params, variant=args.variant, params_file=str(args.params),
+             overrides=args.overrides)
 
 
 def load_reversal_pairs(dataset: str) -> pd.DataFrame | None:
@@ -99,9 +100,14 @@ def write_protocol(run: Path, views: str, header: dict, videos: pd.DataFrame, la
     return result
 
 
-def evaluate(dataset: str, split: int, model_name: str, params: dict, variant: str = "dense") -> Path:
+def evaluate(dataset: str, split: int, model_name: str, params: dict, variant: str = "dense",
+             params_file: str | None = None, overrides: list[str] = ()) -> Path:
     """Evaluate runs/<ds>/split<k>/<model>/<variant> on the split's test list; return eval.json's path."""
     run = runs.run_dir(dataset, split, model_name, variant)
+    inputs = runs.data_inputs(dataset, split, model_name in dag.TWO_STREAM_MODELS) + [run / "checkpoint.pt"]
+    record = provenance.make_record("evaluate", params, params_file=params_file, model=model_name, inputs=inputs,
+                                    overrides=overrides)
+    runs.begin_step(run, "evaluate", record)
     ctx = distributed.setup(params["train"]["device"])  # torchrun ranks, GPU choice
     try:
         model = runs.load_model(run).to(ctx.device)
@@ -119,6 +125,7 @@ def evaluate(dataset: str, split: int, model_name: str, params: dict, variant: s
             atomic_write_json(run / "eval.json", {**header, "score": SCORE_AVERAGING, "protocols": summaries,
                                                   "paper_protocol": f"{paper[0]}x{paper[1]}",
                                                   "fast_protocol": "1x1", "costs": costs})
+            runs.finish_step(run, "evaluate", record, ["eval.json"])
             log.info("%s: %.3f M params, %.3f GFLOPs per clip, %.2f ms at batch 1 on %s", run,
                      costs["params"] / 1e6, costs["gflops"], costs["latency_ms"]["batch_1"]["median_ms"],
                      costs["device_name"])

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from actionrepro import runs
+from actionrepro import dag, provenance, runs
 from actionrepro.data import sources
 from actionrepro.data.validation import carve_validation
 from actionrepro.engine import distributed, runner
@@ -54,10 +54,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    prune(args.dataset, args.split, args.model, args.ratio, params)
+    prune(args.dataset, args.split, args.model, args.ratio, params, params_file=str(args.params),
+          overrides=args.overrides)
 
 
-def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict) -> Path:
+def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict,
+          params_file: str | None = None, overrides: list[str] = ()) -> Path:
     """Prune the dense run of `model_name` by `ratio`, fine-tune it; returns the pruned run directory."""
     cfg = params["prune"]
     ratio = float(ratio)
@@ -65,6 +67,12 @@ def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict)
         raise ConfigError(f"pruning ratio {ratio!r} must be in (0, 1) (the fraction of channels removed)")
     dense_dir = runs.run_dir(dataset, split, model_name, "dense")
     out_dir = runs.run_dir(dataset, split, model_name, runs.variant_name(ratio))
+    inputs = runs.data_inputs(dataset, split, model_name in dag.TWO_STREAM_MODELS) + [dense_dir / "checkpoint.pt"]
+    run_record = provenance.make_record("prune", params, params_file=params_file, model=model_name, inputs=inputs,
+                                        overrides=overrides)
+    run_record["settings"]["ratio"] = ratio
+    run_record["settings_sha256"] = provenance.digest(run_record["settings"])
+    runs.begin_step(out_dir, "prune", run_record)
     ctx = distributed.setup(params["train"]["device"])
     try:
         model = runs.load_model(dense_dir)  # clear errors for a missing or unfinished dense run
@@ -110,6 +118,7 @@ def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict)
                            finetune_epochs=int(cfg["finetune_epochs"]), finetune_lr=float(cfg["finetune_lr"]),
                            dense_run=dense_dir.as_posix(), **costs)
             atomic_write_json(metrics_path, metrics)
+            runs.finish_step(out_dir, "prune", run_record, ["checkpoint.pt"])
         distributed.barrier(ctx)
     finally:
         distributed.teardown(ctx)

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from actionrepro import paths, runs
+from actionrepro import paths, provenance, runs
 from actionrepro.errors import ActionReproError
-from actionrepro.io import atomic_write_bytes, atomic_write_csv, atomic_write_text
+from actionrepro.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 from actionrepro.reporting import collect, figures, html, tables
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,9 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     """
     out = Path(out)
     params_file = resolve_params_file(params, params_file)
-    commit, phash = collect.git_commit(), collect.params_hash(params)
-    results, status = collect.collect_results(params, commit, phash, params_file)
+    git, phash = provenance.git_state(), collect.params_hash(params)
+    refuse_other_report(out, params_file, phash)
+    results, status = collect.collect_results(params, phash, params_file)
     paper = tables.paper_views(params)
     infos = model_infos(params["models"])
 
@@ -79,10 +80,12 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
         figure_blocks.append(("figure", name, png, caption))
     remove_stale_figures(out / "figures", {p.name for p in written.values()})
 
-    blocks = report_blocks(params, params_file, commit, phash, results, status, main, pruning, temporal,
+    blocks = report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal,
                            stores, quarantine, figure_blocks)
     put("report_md", out / "report.md", atomic_write_text, html.render_markdown(blocks))
     put("report_html", out / "report.html", atomic_write_text, html.render_html(blocks, TITLE))
+    put("provenance", out / provenance.FILE_NAME, atomic_write_json,
+        {"params_file": params_file, "params_hash": phash, "git": git})
     evaluated = int((status["state"] == collect.EVALUATED).sum())
     log.info("report: %d of %d expected runs evaluated, %d figures -> %s", evaluated, len(status),
              len(figure_blocks), out / "report.html")
@@ -95,6 +98,15 @@ def add_arguments(parser) -> None:
 
 def run(args, params: dict) -> None:
     build_report(params, out=args.out, params_file=args.params)
+
+
+def refuse_other_report(out: Path, params_file: str, phash: str) -> None:
+    """A report folder belongs to one params file: another one's report is not replaced silently."""
+    made = provenance.read(out)
+    if made and made.get("params_file") != params_file and made.get("params_hash") != phash:
+        raise ActionReproError(f"{out} holds the report of {made.get('params_file')}; this command reads {params_file}. "
+                               f"Refusing to replace it: pass --out DIR for this report, or --params "
+                               f"{made.get('params_file')} to rebuild that one")
 
 
 # ---------------------------------------------------------------- inputs
@@ -243,14 +255,13 @@ def _runs(results: pd.DataFrame) -> pd.DataFrame:
     return results.drop_duplicates(["dataset", "split", "model", "variant"]) if len(results) else results
 
 
-def report_blocks(params, params_file, commit, phash, results, status, main, pruning, temporal, stores,
+def report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal, stores,
                   quarantine, figure_blocks) -> list[tuple]:
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     evaluated = int((status["state"] == collect.EVALUATED).sum())
-    dirty = collect.git_dirty()
     blocks: list[tuple] = [
         ("h1", TITLE),
-        ("p", f"Built {now} from commit `{commit}`" + (" (with uncommitted changes)" if dirty else "")
+        ("p", f"Built {now} from commit `{git['commit']}`" + (" (with uncommitted changes)" if git["dirty"] else "")
          + f", params `{params_file}` (sha256 of the canonical JSON `{phash[:16]}…`)."),
         ("p", f"**{evaluated} of {len(status)} expected runs evaluated** "
               f"({len(params['datasets'])} dataset(s) × {len(params['splits'])} split(s) × "

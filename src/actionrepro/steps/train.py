@@ -1,7 +1,11 @@
-"""The `actionrepro train` step: one model on one split's TRAIN list -> runs/<ds>/split<k>/<model>/dense."""
+"""The `actionrepro train` step: one model on one split's TRAIN list -> runs/<ds>/split<k>/<model>/dense,
+with its provenance recorded (settings, code, inputs, environment) and a stale run started over."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from actionrepro import dag, provenance, runs
 from actionrepro.engine import runner
 from actionrepro.steps import add_run_arguments
 
@@ -11,4 +15,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    runner.train(args.dataset, args.split, args.model, params)
+    train(args.dataset, args.split, args.model, params, params_file=str(args.params), overrides=args.overrides)
+
+
+def train(dataset: str, split: int, model: str, params: dict, params_file: str | None = None,
+          overrides: list[str] = ()) -> Path:
+    path = runs.run_dir(dataset, split, model)
+    inputs = runs.data_inputs(dataset, split, model in dag.TWO_STREAM_MODELS)
+    record = provenance.make_record("train", params, params_file=params_file, model=model, inputs=inputs,
+                                    overrides=overrides)
+    runs.begin_step(path, "train", record)
+    runner.train(dataset, split, model, params)
+    runs.finish_step(path, "train", record, ["checkpoint.pt"])
+    return path
