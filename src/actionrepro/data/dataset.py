@@ -380,6 +380,8 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 box = d.box if d.box is not None else (0, 0, d.height, d.width)
                 out["rgb_box"] = torch.tensor(box, dtype=torch.int64)
                 out["rgb_flip"] = torch.tensor(d.flip)
+                if self.mode == "test":
+                    out["rgb_views"] = torch.tensor(self.views, dtype=torch.int64)  # (clips, crops)
         else:
             rgb = self._read(self.frames_root / row["store_path"], d.rgb_indices) if d.rgb_indices is not None else None
             if rgb is not None:
