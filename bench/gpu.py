@@ -18,7 +18,8 @@ Not a test: prints a table and, last, one JSON line. On a GPU (the default, `--d
            only read bytes; decode and augmentation on the device). No model: the loader alone.
   tvl1     data.tvl1.tvl1_batch on 340x256 frame pairs (`--pairs` per call).
 
-    .venv/bin/python bench/gpu.py                     # one GPU, ~8 min at most (--budget-s 420)
+    .venv/bin/python bench/gpu.py                     # one GPU, ~8 min at most (--budget-s 420);
+                                                      # without a GPU it falls back to the --quick CPU run
     .venv/bin/python bench/gpu.py --device cpu --quick   # reduced run on a CPU: tiny scale, 2 models
 """
 
@@ -164,7 +165,6 @@ def bench_model(name: str, args, params: dict, device, deadline: float, compile_
     achieved = row["clips_per_s"] * 3 * flops
     row["train_tflops_per_s"] = round(achieved / 1e12, 3)
     row["mfu"] = round(achieved / args.peak, 4) if args.peak else None
-    del model, opt
     if cuda:
         torch.cuda.empty_cache()
     return row
@@ -258,7 +258,7 @@ def bench_loader(args, params: dict, device) -> dict:
         sync()
         assert rgb.shape == (args.loader_batch, spec.frames, 3, spec.size, spec.size)
         out[key] = round(args.loader_batch * args.loader_batches / (time.perf_counter() - start), 2)
-        del it, loader
+        it.close()  # persistent workers go with the loader, which the next round replaces
     return out
 
 
@@ -303,7 +303,8 @@ def bench_tvl1(args, device) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", default="auto",
+                        help="cuda, cpu, ...; auto = cuda if there is one, else a --quick run on the CPU")
     parser.add_argument("--quick", action="store_true",
                         help="reduced run: tiny scale, tsn and r3d, batch 4, 2 steps, small loader, 1 TV-L1 pair")
     parser.add_argument("--models", help="comma-separated model names (default: params.yaml models)")
@@ -332,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
 
     t_all = time.perf_counter()
     torch.set_num_threads(args.threads)
+    if args.device == "auto":  # `make bench` on a machine without a GPU: the reduced CPU run
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if args.device == "cpu" and not args.quick:
+            print("no CUDA device: running the reduced CPU version (--device cpu --quick)", file=sys.stderr)
+            args.quick = True
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     if cuda:

@@ -165,3 +165,15 @@ def test_cuda_paper_size_frames_match(tmp_path, monkeypatch):
     got = device_items(dev, "cuda")["rgb"]
     assert got.device.type == "cpu"  # moved back by device_items
     assert grey_levels(got[0], host[0]["rgb"]) <= CUDA_TOL
+
+
+def test_without_a_spec_the_recorded_size_is_used_and_workers_can_read(tree):
+    """What the loop will call: to_device_batch(batch, device), batches from DataLoader workers."""
+    host, dev = both(TWO_STREAM, "train", epoch=2)
+    loader = DataLoader(dev, batch_size=3, num_workers=1, collate_fn=gpu_clips.collate_encoded)
+    batch = next(iter(loader))
+    assert gpu_clips.is_encoded(batch) and not gpu_clips.is_encoded({"rgb": torch.zeros(1)})
+    got = gpu_clips.to_device_batch(batch, "cpu")
+    want = torch.stack([host[i]["rgb"] for i in range(len(host))])
+    assert got["rgb"].shape == want.shape and grey_levels(got["rgb"], want) <= RGB_TOL
+    assert set(got) == {"rgb", "flow", "label", "index"}

@@ -380,6 +380,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 box = d.box if d.box is not None else (0, 0, d.height, d.width)
                 out["rgb_box"] = torch.tensor(box, dtype=torch.int64)
                 out["rgb_flip"] = torch.tensor(d.flip)
+                out["rgb_size"] = self.spec.size
                 if self.mode == "test":
                     out["rgb_views"] = torch.tensor(self.views, dtype=torch.int64)  # (clips, crops)
         else:

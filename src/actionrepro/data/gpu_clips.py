@@ -16,6 +16,15 @@ clip's frames finds its image among them (`rgb_gather`), the drawn crop box and 
 and returns the batch layout the models take (actionrepro.inputs): rgb float32 (B, T, 3, S, S), or
 (B, V, T, 3, S, S) in test mode, with flow (decoded on the host, as before) moved along.
 
+Using it (the loop, evaluation and runner are not wired to it yet):
+
+    data = VideoClipDataset(..., decode_on="device" if device.type == "cuda" else "host")
+    loader = DataLoader(data, ..., collate_fn=gpu_clips.collate_encoded if data.decode_on == "device" else None)
+    for batch in loader:
+        if gpu_clips.is_encoded(batch):
+            batch = gpu_clips.to_device_batch(batch, device)   # rgb (and flow, label, index) now on device
+        ...                                                    # model_inputs / fold_views as before
+
 Pixels differ slightly from the host path: the host resizes uint8 with torchvision's fixed-point
 kernel and rounds to uint8 before normalising; here the resize runs in float32 and is not rounded
 (and nvJPEG's IDCT/upsampling may differ from libjpeg-turbo's by a level or so). Frame indices,
@@ -84,12 +93,21 @@ def _test_clip(frames: torch.Tensor, clips: int, crops: int, size: int) -> torch
     return stacked.reshape(clips * crops, *stacked.shape[2:])
 
 
-def to_device_batch(batch: Mapping, device: torch.device | str, spec: InputSpec, non_blocking: bool = True) -> dict:
+def is_encoded(batch: Mapping) -> bool:
+    """Whether `batch` comes from a decode_on="device" dataset (needs to_device_batch before the model)."""
+    return "rgb_jpeg" in batch
+
+
+def to_device_batch(batch: Mapping, device: torch.device | str, spec: InputSpec | None = None,
+                    non_blocking: bool = True) -> dict:
     """A collate_encoded batch -> the model's batch on `device`: rgb decoded, augmented, normalised there;
-    flow, label and index moved along. Items of a batch may have frames of different sizes."""
+    flow, label and index moved along. Items of a batch may have frames of different sizes.
+
+    spec: the model's InputSpec (only its size is used); None takes the size the dataset recorded."""
     device = torch.device(device)
     out: dict = {}
     if "rgb_jpeg" in batch:
+        size = spec.size if spec is not None else int(batch["rgb_size"][0])
         blobs = [blob for item in batch["rgb_jpeg"] for blob in item]
         images = decode_frames(blobs, device)
         gather = batch["rgb_gather"].to(device, non_blocking=non_blocking)
@@ -100,9 +118,9 @@ def to_device_batch(batch: Mapping, device: torch.device | str, spec: InputSpec,
             frames = torch.stack(images[start:start + len(item)])[gather[b]]
             start += len(item)
             if views is None:
-                clips.append(_train_clip(frames, boxes[b], bool(flips[b]), spec.size))
+                clips.append(_train_clip(frames, boxes[b], bool(flips[b]), size))
             else:
-                clips.append(_test_clip(frames, views[b][0], views[b][1], spec.size))
+                clips.append(_test_clip(frames, views[b][0], views[b][1], size))
         out["rgb"] = _normalise(torch.stack(clips))
     for key in ("flow", "label", "index"):
         if key in batch:
