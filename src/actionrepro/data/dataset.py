@@ -5,6 +5,10 @@ yields V = clips x crops views (see actionrepro.inputs for tensor layouts). Ever
 drawn from a generator seeded with (params["seed"], epoch, index), so a clip depends on nothing
 else: not the DataLoader's worker count, not the order items are read in.
 
+With decode_on="device" an item carries the sampled frames' JPEG bytes and the drawn geometry instead
+of pixels: actionrepro.data.gpu_clips decodes and augments a whole batch on the GPU. Both modes draw
+frames and geometry through the same `draw` method, so they sample the same clips.
+
 Videos the decode (or flow) step quarantined are excluded and listed in `.excluded` with a logged
 warning; a manifest video that neither step accounts for is an error, never a silent drop.
 """
@@ -14,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -120,6 +125,25 @@ def normalise_flow(frames: torch.Tensor) -> torch.Tensor:
     return out.sub_(128.0).mul_(1.0 / 128.0)
 
 
+# ---------------------------------------------------------------- what an item draws
+
+@dataclass(frozen=True)
+class ClipDraw:
+    """Everything an item samples, before any pixel is read.
+
+    rgb_indices (T,) in train mode or (clips, T) in test mode, flow_indices (K, L) or (clips, K, L),
+    None for a modality the spec does not use; height, width of the stored frames; box (top, left,
+    h, w) and flip: the training augmentation (None / False in test mode, whose views are fixed).
+    """
+
+    rgb_indices: np.ndarray | None
+    flow_indices: np.ndarray | None
+    height: int
+    width: int
+    box: tuple[int, int, int, int] | None
+    flip: bool
+
+
 # ---------------------------------------------------------------- tables
 
 def _read_csv(path: Path, what: str, fix: str) -> pd.DataFrame:
@@ -159,9 +183,13 @@ class VideoClipDataset(torch.utils.data.Dataset):
     """Clips of one split's subset for `spec`, from the store; see the module docstring."""
 
     def __init__(self, dataset: str, split: int, subset: Literal["train", "test"], spec: InputSpec, params: dict,
-                 mode: Literal["train", "test"], views: tuple[int, int] = (1, 1), video_ids: list[str] | None = None):
+                 mode: Literal["train", "test"], views: tuple[int, int] = (1, 1), video_ids: list[str] | None = None,
+                 decode_on: Literal["host", "device"] = "host"):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
+        if decode_on not in ("host", "device"):
+            raise ValueError(f"decode_on must be 'host' or 'device', got {decode_on!r}")
+        self.decode_on = decode_on
         clips, crops = int(views[0]), int(views[1])
         if mode == "train" and (clips, crops) != (1, 1):
             raise ValueError(f"views={views} needs mode='test'; a training item is one augmented clip")
@@ -268,14 +296,29 @@ class VideoClipDataset(torch.utils.data.Dataset):
         """uint8 (len(indices), C, H, W) (a channels-last view), decoding each distinct frame once."""
         reader = self._reader(path)
         flat = np.asarray(indices).reshape(-1)
-        if flat.size and (flat.min() < 0 or flat.max() >= reader.num_frames):
-            raise DataError(f"{path} holds {reader.num_frames} frames but the index says more; "
-                            f"re-run `actionrepro decode {self.dataset}` (and flow)")
+        self._check_range(path, reader, flat)
         unique, inverse = np.unique(flat, return_inverse=True)
         frames = torch.from_numpy(reader.read(unique.tolist())).permute(0, 3, 1, 2)
         if np.array_equal(unique, flat):  # distinct and increasing: already in order
             return frames
         return frames[torch.from_numpy(inverse.reshape(-1))]
+
+    def _check_range(self, path: Path, reader: FrameReader, flat: np.ndarray) -> None:
+        if flat.size and (flat.min() < 0 or flat.max() >= reader.num_frames):
+            raise DataError(f"{path} holds {reader.num_frames} frames but the index says more; "
+                            f"re-run `actionrepro decode {self.dataset}` (and flow)")
+
+    def _read_encoded(self, path: Path, indices: np.ndarray) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The JPEG bytes of each distinct frame of `indices` (RGB stores), as 1-D uint8 tensors in
+        increasing frame order, and where each of the (flattened) indices finds its frame in them."""
+        reader = self._reader(path)
+        if reader.channels != 3:
+            raise DataError(f"{path} holds {reader.channels}-channel frames; decode_on='device' reads RGB stores only")
+        flat = np.asarray(indices).reshape(-1)
+        self._check_range(path, reader, flat)
+        unique, inverse = np.unique(flat, return_inverse=True)
+        blobs = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in reader.read_encoded(unique.tolist())]
+        return blobs, torch.from_numpy(inverse.reshape(-1).astype(np.int64))
 
     # -- items
     def _generator(self, index: int) -> np.random.Generator:
@@ -300,38 +343,70 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 flow = sampling.test_flow_indices(row["flow_num_frames"], spec, clips)
         return rgb, flow
 
-    def __getitem__(self, index: int) -> dict:
+    def draw(self, index: int) -> ClipDraw:
+        """What item `index` samples: frame indices, then (training) crop box and flip, all from the
+        (seed, epoch, index) generator in this order. Both decode modes call this, so they agree."""
         row = self._rows[index]
         rng = self._generator(index) if self.mode == "train" else None
         rgb_idx, flow_idx = self._indices(row, rng)
-        rgb = self._read(self.frames_root / row["store_path"], rgb_idx) if rgb_idx is not None else None
-        flow = self._read(self.flow_root / row["flow_store_path"], flow_idx) if flow_idx is not None else None
-        height, width = self._frame_size(row, rgb, flow)
-        spec, size, out = self.spec, self.spec.size, {}
+        height, width = self._store_size(row, rgb_idx is not None, flow_idx is not None)
+        box, flip = None, False
         if self.mode == "train":
             box, flip = train_geometry(height, width, self.scales, self.hflip, rng)
-            if rgb is not None:
-                out["rgb"] = normalise_rgb(apply_geometry(rgb, box, flip, size))
-            if flow is not None:
-                flow = normalise_flow(apply_geometry(flow, box, flip, size, flow=True))
-                out["flow"] = flow.view(spec.flow_segments, 2 * spec.flow_len, size, size)
+        return ClipDraw(rgb_idx, flow_idx, height, width, box, flip)
+
+    def _store_size(self, row: dict, rgb: bool, flow: bool) -> tuple[int, int]:
+        """(height, width) of the item's stored frames, from the store headers (what read() returns)."""
+        sizes = {}
+        if rgb:
+            reader = self._reader(self.frames_root / row["store_path"])
+            sizes["rgb"] = (reader.height, reader.width)
+        if flow:
+            reader = self._reader(self.flow_root / row["flow_store_path"])
+            sizes["flow"] = (reader.height, reader.width)
+        if len(set(sizes.values())) != 1:
+            raise DataError(f"{row['path']}: frames are {sizes['rgb']} but flow is {sizes['flow']}; "
+                            f"the flow store is stale, re-run `actionrepro flow {self.dataset}`")
+        return sizes.popitem()[1]
+
+    def __getitem__(self, index: int) -> dict:
+        row = self._rows[index]
+        d = self.draw(index)
+        out = {}
+        if self.decode_on == "device":
+            if d.rgb_indices is not None:
+                out["rgb_jpeg"], out["rgb_gather"] = self._read_encoded(self.frames_root / row["store_path"],
+                                                                        d.rgb_indices)
+                box = d.box if d.box is not None else (0, 0, d.height, d.width)
+                out["rgb_box"] = torch.tensor(box, dtype=torch.int64)
+                out["rgb_flip"] = torch.tensor(d.flip)
+                out["rgb_size"] = self.spec.size
+                if self.mode == "test":
+                    out["rgb_views"] = torch.tensor(self.views, dtype=torch.int64)  # (clips, crops)
         else:
-            clips = self.views[0]
+            rgb = self._read(self.frames_root / row["store_path"], d.rgb_indices) if d.rgb_indices is not None else None
             if rgb is not None:
-                out["rgb"] = normalise_rgb(self._test_views(rgb, clips))
-            if flow is not None:
-                views = normalise_flow(self._test_views(flow, clips))
-                out["flow"] = views.view(len(views), spec.flow_segments, 2 * spec.flow_len, size, size)
+                out["rgb"] = self._rgb_tensor(rgb, d)
+        # flow stays on the host in both modes (quantised 2-channel stores: grayscale JPEG planes)
+        flow = self._read(self.flow_root / row["flow_store_path"], d.flow_indices) if d.flow_indices is not None else None
+        if flow is not None:
+            out["flow"] = self._flow_tensor(flow, d)
         out["label"] = row["label"]
         out["index"] = int(index)
         return out
 
-    def _frame_size(self, row: dict, rgb: torch.Tensor | None, flow: torch.Tensor | None) -> tuple[int, int]:
-        shapes = {tuple(t.shape[-2:]) for t in (rgb, flow) if t is not None}
-        if len(shapes) != 1:
-            raise DataError(f"{row['path']}: frames are {tuple(rgb.shape[-2:])} but flow is {tuple(flow.shape[-2:])}; "
-                            f"the flow store is stale, re-run `actionrepro flow {self.dataset}`")
-        return shapes.pop()
+    def _rgb_tensor(self, rgb: torch.Tensor, d: ClipDraw) -> torch.Tensor:
+        if self.mode == "train":
+            return normalise_rgb(apply_geometry(rgb, d.box, d.flip, self.spec.size))
+        return normalise_rgb(self._test_views(rgb, self.views[0]))
+
+    def _flow_tensor(self, flow: torch.Tensor, d: ClipDraw) -> torch.Tensor:
+        spec, size = self.spec, self.spec.size
+        if self.mode == "train":
+            flow = normalise_flow(apply_geometry(flow, d.box, d.flip, size, flow=True))
+            return flow.view(spec.flow_segments, 2 * spec.flow_len, size, size)
+        views = normalise_flow(self._test_views(flow, self.views[0]))
+        return views.view(len(views), spec.flow_segments, 2 * spec.flow_len, size, size)
 
     def _test_views(self, frames: torch.Tensor, clips: int) -> torch.Tensor:
         """(clips * F, C, H, W) uint8 -> (clips * crops, F, C, S, S): short side to S, then the crops."""
