@@ -19,7 +19,8 @@ from actionrepro import runs
 from actionrepro.data import manifests, sources
 from actionrepro.data.validation import carve_validation
 from actionrepro.engine import determinism, distributed
-from actionrepro.engine.loop import Init, fit
+from actionrepro.engine.loop import Init, train_model
+from actionrepro.engine.settings import TrainSettings
 from actionrepro.errors import DataError
 from actionrepro.io import atomic_write_json
 
@@ -35,18 +36,19 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
 
     epochs / lr override params["train"] (the pruning fine-tune); `init` is a state dict or a
     callable applied to the fresh model; `model_record` adds keys to model.json (e.g. the pruned
-    structure). Resumes from the run directory's checkpoint when its settings match.
+    structure). Resumes from the run directory's checkpoint when its settings match. TensorBoard
+    event files go to <run dir>/tb unless train.tensorboard is false.
     """
     from actionrepro.data.dataset import VideoClipDataset
     from actionrepro.models.registry import build_model
 
-    cfg = params["train"]
-    ctx = distributed.setup(cfg.get("device", "auto"))
+    settings = TrainSettings.from_params(params, epochs=epochs, lr=lr)
+    ctx = distributed.setup(settings.device)
     try:
         out_dir = runs.run_dir(dataset, split, model_name, variant)
-        options = dict((params.get("architectures") or {}).get(model_name) or {})
+        options = dict(params["architectures"].get(model_name) or {})  # a model without options: none
         num_classes = len(manifests.read_classes(dataset))
-        determinism.seed_everything(int(params["seed"]))  # the model's initial weights
+        determinism.seed_everything(settings.seed)  # the model's initial weights
         if model is None:
             model = build_model(model_name, params["scale"], num_classes, options)
         spec = model.input_spec
@@ -57,12 +59,11 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
                             f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
         excluded = getattr(full, "excluded", None)
         excluded = 0 if excluded is None else len(excluded)
-        val_fraction = float(cfg.get("val_fraction", 0.0))
         meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant,
                 "excluded_videos": excluded}
-        if val_fraction > 0:
+        if settings.val_fraction > 0:
             by_group = sources.get(dataset).grouped
-            train_ids, val_ids = carve_validation(full.videos, val_fraction, int(params["seed"]), by_group)
+            train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
             train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
             val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1),
                                        video_ids=val_ids)
@@ -76,8 +77,8 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
                       "input_spec": spec.to_dict(), "num_classes": num_classes, "variant": variant,
                       "dataset": dataset, "split": split, **(model_record or {})}
             atomic_write_json(out_dir / "model.json", record)
-        fit(model, train_set, val_set, params, out_dir, epochs=epochs, lr=lr, init=init, meta=meta, ctx=ctx,
-            on_epoch_end=on_epoch_end)
+        train_model(model, train_set, val_set, settings, out_dir, init=init, meta=meta, ctx=ctx,
+                    on_epoch_end=on_epoch_end, tb_dir=out_dir / "tb" if settings.tensorboard else None)
         return out_dir
     finally:
         distributed.teardown(ctx)
