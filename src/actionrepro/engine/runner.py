@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from actionrepro import runs
 from actionrepro.data import manifests, sources
@@ -39,7 +40,6 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
     structure). Resumes from the run directory's checkpoint when its settings match. TensorBoard
     event files go to <run dir>/tb unless train.tensorboard is false.
     """
-    from actionrepro.data.dataset import VideoClipDataset
     from actionrepro.models.registry import build_model
 
     settings = TrainSettings.from_params(params, epochs=epochs, lr=lr)
@@ -53,25 +53,9 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
             model = build_model(model_name, params["scale"], num_classes, options)
         spec = model.input_spec
 
-        full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
-        if int(getattr(full, "num_classes", num_classes)) != num_classes:
-            raise DataError(f"data/manifests/{dataset}/classes.csv lists {num_classes} classes but the "
-                            f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
-        excluded = getattr(full, "excluded", None)
-        excluded = 0 if excluded is None else len(excluded)
-        meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant,
-                "excluded_videos": excluded}
-        if settings.val_fraction > 0:
-            by_group = sources.get(dataset).grouped
-            train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
-            train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
-            val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1),
-                                       video_ids=val_ids)
-            meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
-            log.info("validation: %d videos carved from the train split (%s), %d left to train on",
-                     len(val_ids), meta["val_by"], len(train_ids))
-        else:
-            train_set, val_set = full, None
+        train_set, val_set, bookkeeping = _datasets(dataset, split, spec, params, settings=settings,
+                                                    num_classes=num_classes)
+        meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant, **bookkeeping}
         if ctx.is_main:
             record = {"name": model_name, "scale": params["scale"], "options": options,
                       "input_spec": spec.to_dict(), "num_classes": num_classes, "variant": variant,
@@ -82,3 +66,27 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
         return out_dir
     finally:
         distributed.teardown(ctx)
+
+
+def _datasets(dataset: str, split: int, spec, params: dict, *, settings: TrainSettings,
+              num_classes: int) -> tuple[Dataset, Dataset | None, dict]:
+    """The training set (less a validation subset carved from it when val_fraction > 0), that
+    subset (or None) and their bookkeeping for metrics.json (excluded_videos, val_by)."""
+    from actionrepro.data.dataset import VideoClipDataset
+
+    full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
+    if int(getattr(full, "num_classes", num_classes)) != num_classes:
+        raise DataError(f"data/manifests/{dataset}/classes.csv lists {num_classes} classes but the "
+                        f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
+    excluded = getattr(full, "excluded", None)
+    meta = {"excluded_videos": 0 if excluded is None else len(excluded)}
+    if settings.val_fraction <= 0:
+        return full, None, meta
+    by_group = sources.get(dataset).grouped
+    train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
+    train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
+    val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1), video_ids=val_ids)
+    meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
+    log.info("validation: %d videos carved from the train split (%s), %d left to train on",
+             len(val_ids), meta["val_by"], len(train_ids))
+    return train_set, val_set, meta
