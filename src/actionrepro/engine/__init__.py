@@ -2,7 +2,9 @@
 evaluate steps.
 
 step:        one optimisation step and its parts (inputs, autocast, backward, optimizer step).
-loop:        the resumable epoch loop (fit) into a run directory.
+settings:    TrainSettings, the frozen resolved training settings (built once from validated params).
+loop:        the resumable epoch loop (fit: train_one_epoch, validate, checkpoints, finalize).
+monitor:     progress bars on a terminal, log lines in log files, TensorBoard scalars (rank 0).
 runner:      training one model on one split's TRAIN list (the train step and prune's fine-tune).
 evaluation:  views, exactly-once predictions over ranks, per-protocol metrics.
 determinism: seeds, RNG state capture/restore, deterministic CPU kernels.

@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,9 +28,10 @@ import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
-from tqdm import tqdm
 
 from actionrepro.engine import checkpoint, determinism, distributed, optim
+from actionrepro.engine.monitor import Monitor, open_writer
+from actionrepro.engine.settings import RESUME_IRRELEVANT, TrainSettings  # noqa: F401  (re-exported)
 from actionrepro.engine.step import INPUT_KEYS, autocast_for, backward_pass, model_inputs, optimizer_step
 from actionrepro.errors import ConfigError, DataError
 from actionrepro.io import atomic_write_csv, atomic_write_json
@@ -38,8 +40,6 @@ log = logging.getLogger(__name__)
 
 Init = Mapping[str, torch.Tensor] | Callable[[nn.Module], nn.Module | None]
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "clips_per_s", "epoch_seconds"]
-# Settings that do not change the numbers a run produces: a resume may differ in them.
-RESUME_IRRELEVANT = ("num_workers", "device", "compile")
 
 
 def freeze_partial_bn(model: nn.Module) -> list[nn.Module]:
@@ -87,12 +87,160 @@ def _to_channels_last(model: nn.Module) -> None:
             param.data = param.data.contiguous(memory_format=torch.channels_last_3d)
 
 
-# ---------------------------------------------------------------- epochs
+# ---------------------------------------------------------------- what a run trains with
+@dataclass
+class Parts:
+    """The model and everything that steps it, built once per fit() call."""
+
+    core: nn.Module      # the plain model: what is saved, validated and counted
+    wrapped: nn.Module   # what the step calls: DDP and/or torch.compile around core
+    ddp: nn.Module       # the DDP wrapper (core itself in one process): its no_sync skips all-reduces
+    frozen: list[nn.Module]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    amp_dtype: torch.dtype | None
+    amp_name: str
+
+
+@dataclass
+class RunState:
+    """What a checkpoint carries from one epoch to the next."""
+
+    epoch: int = 0  # epochs done
+    history: list[dict] | None = None
+    best: dict | None = None
+    best_weights: dict | None = None
+    wall: float = 0.0
+
+
+@dataclass(frozen=True)
+class Batches:
+    """How the training set is cut on this rank."""
+
+    per_rank: int   # batch size per process
+    per_epoch: int  # batches per epoch per process
+    accumulate: int
+
+
+def _resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, str]:
+    if amp == "off":
+        return None, "off"
+    if device.type != "cuda":
+        log.info("train.amp=%s ignored on %s: mixed precision is used on GPUs only; training in float32", amp, device)
+        return None, "off"
+    if amp == "bf16" and not torch.cuda.is_bf16_supported():
+        log.warning("train.amp=bf16 but %s has no bfloat16 support; using fp16 with a GradScaler", device)
+        amp = "fp16"
+    return (torch.bfloat16 if amp == "bf16" else torch.float16), amp
+
+
+def _prepare_model(core: nn.Module, settings: TrainSettings, device: torch.device) -> list[nn.Module]:
+    """Move to the device, set the memory layout, freeze partial BN; returns the frozen layers."""
+    core.to(device)
+    if settings.channels_last:
+        if device.type == "cuda":
+            _to_channels_last(core)
+        else:
+            log.info("train.channels_last ignored on %s (a GPU memory layout)", device)
+    frozen = freeze_partial_bn(core) if settings.partial_bn else []
+    if frozen:
+        log.info("partial BN: %d BatchNorm layers frozen, the first one trains", len(frozen))
+    return frozen
+
+
+def build_parts(core: nn.Module, settings: TrainSettings, ctx: distributed.Context, steps_per_epoch: int) -> Parts:
+    """Model on its device, optimizer, per-step schedule, scaler, loss, DDP / compile wrappers."""
+    device = ctx.device
+    amp_dtype, amp_name = _resolve_amp(settings.amp, device)
+    frozen = _prepare_model(core, settings, device)
+    optimizer = optim.optimizer_for(core, settings)
+    scheduler = optim.scheduler_for(optimizer, settings, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_name == "fp16")
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    wrapped: nn.Module = core
+    if ctx.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
+    ddp = wrapped
+    if settings.compile:
+        wrapped = torch.compile(wrapped)
+    return Parts(core, wrapped, ddp, frozen, optimizer, scheduler, scaler, loss_fn, amp_dtype, amp_name)
+
+
+# ---------------------------------------------------------------- data
+def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, batches: Batches, *, settings: TrainSettings,
+                  ctx: distributed.Context, epoch: int) -> DataLoader:
+    """A fresh loader per epoch: its generator (worker base seeds) derives from (seed, epoch, rank),
+    so nothing about data order or augmentation depends on the global RNG or on restarts."""
+    sampler.set_epoch(epoch)
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    workers = settings.num_workers
+    return DataLoader(
+        train_set, batch_size=batches.per_rank, sampler=sampler, num_workers=workers,
+        pin_memory=ctx.device.type == "cuda", drop_last=False,
+        worker_init_fn=determinism.worker_init_fn if workers else None,
+        generator=torch.Generator().manual_seed(determinism.derive_seed(settings.seed, epoch, ctx.rank)),
+    )
+
+
+def validation_loader(val_set: Dataset | None, batch_size: int, *, num_workers: int,
+                      ctx: distributed.Context) -> DataLoader | None:
+    """This rank's shard of the validation subset (every rank-th video, no padding); None without one."""
+    if val_set is None or not len(val_set):
+        return None
+    shard = Subset(val_set, list(range(ctx.rank, len(val_set), ctx.world_size)))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=ctx.device.type == "cuda",
+                      worker_init_fn=determinism.worker_init_fn if num_workers else None)
+
+
 def _fold_views(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Eval datasets may add a views axis (B, V, ...): fold it into the batch."""
     if x.dim() == 6:
         return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:]), x.shape[1]
     return x, 1
+
+
+# ---------------------------------------------------------------- one epoch
+def train_one_epoch(parts: Parts, loader: DataLoader, batches: Batches, *, ctx: distributed.Context,
+                    clip_grad_norm: float | None, monitor: Monitor) -> dict:
+    """One pass over this rank's shard; returns the epoch's train loss/accuracy (over every rank),
+    lr and clips/s. An optimizer step every `accumulate` batches (the last group may be shorter)."""
+    device = ctx.device
+    set_train_mode(parts.wrapped, parts.frozen)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    started = end = time.perf_counter()
+    for i, batch in enumerate(loader):
+        data_s = time.perf_counter() - end
+        group_start = i - i % batches.accumulate
+        group_len = min(batches.accumulate, batches.per_epoch - group_start)
+        last_in_group = i + 1 == group_start + group_len
+        labels = batch["label"].to(device, non_blocking=True)
+        sync = parts.ddp.no_sync() if ctx.distributed and not last_in_group else contextlib.nullcontext()
+        with sync:
+            loss, hits = backward_pass(parts.wrapped, parts.core, model_inputs(batch, device), labels, parts.loss_fn,
+                                       scale=1.0 / group_len, scaler=parts.scaler, amp_dtype=parts.amp_dtype)
+        if last_in_group:
+            optimizer_step(parts.optimizer, parts.scheduler, parts.scaler, clip_grad_norm)
+        n = labels.shape[0]
+        loss_sum += loss.double() * n
+        correct += hits
+        seen += n
+        monitor.iteration(i, loss_sum=loss_sum, correct=correct, seen=seen, lr=parts.optimizer.param_groups[0]["lr"],
+                          data_s=data_s, step_s=time.perf_counter() - end - data_s)
+        end = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - started
+    total_loss, total_correct, total_seen = distributed.all_reduce_sum(
+        ctx, [loss_sum.item(), float(correct.item()), float(seen)])
+    return {"train_loss": total_loss / total_seen, "train_acc": total_correct / total_seen,
+            "lr": parts.optimizer.param_groups[0]["lr"], "clips_per_s": total_seen / train_seconds}
 
 
 @torch.no_grad()
@@ -122,21 +270,21 @@ def validate(core: nn.Module, loader, ctx: distributed.Context, amp_dtype: torch
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, batch_size: int, num_workers: int,
-                  device: torch.device, seed: int, epoch: int, rank: int) -> DataLoader:
-    """A fresh loader per epoch: its generator (worker base seeds) derives from (seed, epoch, rank),
-    so nothing about data order or augmentation depends on the global RNG or on restarts."""
-    sampler.set_epoch(epoch)
-    if hasattr(train_set, "set_epoch"):
-        train_set.set_epoch(epoch)
-    return DataLoader(
-        train_set, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-        pin_memory=device.type == "cuda", drop_last=False,
-        worker_init_fn=determinism.worker_init_fn if num_workers else None,
-        generator=torch.Generator().manual_seed(determinism.derive_seed(seed, epoch, rank)),
-    )
+def run_epoch(parts: Parts, loader: DataLoader, val_loader: DataLoader | None, batches: Batches, *, epoch: int,
+              ctx: distributed.Context, clip_grad_norm: float | None, monitor: Monitor) -> dict:
+    """Train one epoch, then validate (if a subset was carved): the epoch's history row."""
+    started = time.perf_counter()
+    monitor.start_epoch(epoch)
+    stats = train_one_epoch(parts, loader, batches, ctx=ctx, clip_grad_norm=clip_grad_norm, monitor=monitor)
+    row = {"epoch": epoch + 1, **stats}
+    if val_loader is not None:
+        row["val_loss"], row["val_acc"] = validate(parts.core, val_loader, ctx, parts.amp_dtype)
+    row["epoch_seconds"] = time.perf_counter() - started
+    monitor.end_epoch(row)
+    return row
 
 
+# ---------------------------------------------------------------- checkpoints
 def weights_digest(model: nn.Module) -> str:
     """sha256 over names, shapes and bytes of the state dict: the exact starting point of a run."""
     digest = hashlib.sha256()
@@ -147,27 +295,65 @@ def weights_digest(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def _fingerprint(train_cfg: dict, seed: int, epochs: int, lr: float, meta: dict, sizes: tuple[int, int],
-                 start_weights: str) -> str:
-    """What the run's numbers depend on (settings, data sizes, starting weights); a checkpoint with
-    another fingerprint is not resumed."""
-    relevant = {k: v for k, v in train_cfg.items() if k not in RESUME_IRRELEVANT}
-    relevant.update(seed=seed, epochs=epochs, lr=lr, sizes=list(sizes), start_weights=start_weights,
-                    identity={k: meta.get(k) for k in ("dataset", "split", "model", "variant")})
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def load_resumable(ckpt_path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint to resume from, or None (no checkpoint, or one written with other settings)."""
+    if not ckpt_path.is_file():
+        return None
+    state = checkpoint.load(ckpt_path)
+    if state.get("fingerprint") != fingerprint:
+        log.warning("%s was written with other settings (params, epochs, data or starting weights); "
+                    "starting this run over", ckpt_path)
+        return None
+    return state
 
 
-def _resolve_amp(train_cfg: dict, device: torch.device) -> tuple[torch.dtype | None, str]:
-    amp = train_cfg.get("amp", "off")
-    if amp == "off":
-        return None, "off"
-    if device.type != "cuda":
-        log.info("train.amp=%s ignored on %s: mixed precision is used on GPUs only; training in float32", amp, device)
-        return None, "off"
-    if amp == "bf16" and not torch.cuda.is_bf16_supported():
-        log.warning("train.amp=bf16 but %s has no bfloat16 support; using fp16 with a GradScaler", device)
-        amp = "fp16"
-    return (torch.bfloat16 if amp == "bf16" else torch.float16), amp
+def resume(state: dict, parts: Parts, *, settings: TrainSettings, ctx: distributed.Context) -> RunState:
+    """Load model, optimizer, schedule, scaler and this rank's RNG states from a checkpoint."""
+    parts.core.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    parts.scaler.load_state_dict(state["scaler"])
+    run = RunState(int(state["epoch"]), list(state["history"]), dict(state["best"]), state.get("best_model"),
+                   float(state["wall_seconds"]))
+    rngs = state["rng"]
+    if len(rngs) == ctx.world_size:
+        determinism.set_rng_state(rngs[ctx.rank], ctx.device)
+    else:
+        log.warning("checkpoint has RNG states of %d processes, this run has %d: reseeding (the resumed run "
+                    "is valid but not bit-identical to an uninterrupted one)", len(rngs), ctx.world_size)
+        determinism.seed_everything(determinism.derive_seed(settings.seed, run.epoch, ctx.rank))
+    return run
+
+
+def fresh_start(settings: TrainSettings, ctx: distributed.Context) -> RunState:
+    determinism.seed_everything(determinism.derive_seed(settings.seed, ctx.rank))
+    return RunState(0, [], {"epoch": 0, "val_acc": -1.0}, None, 0.0)
+
+
+def record_epoch(run: RunState, row: dict, parts: Parts, *, ctx: distributed.Context, with_val: bool) -> None:
+    """Append the epoch's row; keep the best validation epoch's weights (ties: the earlier epoch)."""
+    run.epoch = row["epoch"]
+    run.wall += row["epoch_seconds"]
+    run.history.append(row)
+    if with_val and row["val_acc"] > run.best["val_acc"]:
+        run.best = {"epoch": row["epoch"], "val_acc": row["val_acc"]}
+        if ctx.is_main:
+            run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in parts.core.state_dict().items()}
+
+
+def save_checkpoint(out_dir: Path, run: RunState, parts: Parts, *, ctx: distributed.Context, fingerprint: str,
+                    with_val: bool) -> None:
+    """Every rank's RNG states are gathered; rank 0 writes checkpoint.pt and history.csv."""
+    rngs = distributed.all_gather(ctx, determinism.rng_state(ctx.device))
+    if ctx.is_main:
+        checkpoint.save(out_dir / "checkpoint.pt", {
+            "model": parts.core.state_dict(), "optimizer": parts.optimizer.state_dict(),
+            "scheduler": parts.scheduler.state_dict(), "scaler": parts.scaler.state_dict(), "rng": rngs,
+            "epoch": run.epoch, "history": run.history, "best": run.best, "best_model": run.best_weights,
+            "wall_seconds": run.wall, "fingerprint": fingerprint, "complete": False, "model_epoch": run.epoch,
+        })
+        atomic_write_csv(out_dir / "history.csv", _history_frame(run.history, with_val))
+    distributed.barrier(ctx)
 
 
 def _history_frame(history: list[dict], with_val: bool) -> pd.DataFrame:
@@ -175,246 +361,158 @@ def _history_frame(history: list[dict], with_val: bool) -> pd.DataFrame:
     return pd.DataFrame(history, columns=columns)
 
 
+# ---------------------------------------------------------------- the run
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset | None, params: dict, out_dir: str | Path, *,
         epochs: int | None = None, lr: float | None = None, init: Init | None = None, meta: dict | None = None,
         ctx: distributed.Context | None = None, on_epoch_end: Callable[[int], None] | None = None,
-        progress: bool = True) -> dict:
+        progress: bool = True, tb_dir: str | Path | None = None) -> dict:
     """Train `model` on `train_set` (selecting on `val_set` if given) into `out_dir`; resumable.
 
-    params: the validated params (uses params["seed"] and params["train"]); epochs / lr override
-    params["train"]. meta: identity and bookkeeping copied into metrics.json (dataset, split, model,
-    variant, excluded_videos, selection_note). on_epoch_end(epoch) runs after each epoch's
-    checkpoint is on disk. Returns the metrics dict (also written to metrics.json on rank 0).
+    params: the validated params (TrainSettings.from_params reads params["seed"] and params["train"]);
+    epochs / lr override params["train"]. The other arguments: see train_model.
+    """
+    settings = TrainSettings.from_params(params, epochs=epochs, lr=lr)
+    return train_model(model, train_set, val_set, settings, out_dir, init=init, meta=meta, ctx=ctx,
+                       on_epoch_end=on_epoch_end, progress=progress, tb_dir=tb_dir)
+
+
+def train_model(model: nn.Module, train_set: Dataset, val_set: Dataset | None, settings: TrainSettings,
+                out_dir: str | Path, *, init: Init | None = None, meta: dict | None = None,
+                ctx: distributed.Context | None = None, on_epoch_end: Callable[[int], None] | None = None,
+                progress: bool = True, tb_dir: str | Path | None = None) -> dict:
+    """fit() with resolved settings.
+
+    meta: identity and bookkeeping copied into metrics.json (dataset, split, model, variant,
+    excluded_videos, selection_note). on_epoch_end(epoch) runs after each epoch's checkpoint is on
+    disk. progress: live progress (a bar on a terminal, a line every train.log_every iterations in
+    a log file). tb_dir: TensorBoard event files go there (rank 0). Returns the metrics dict (also
+    written to metrics.json on rank 0).
     """
     own_ctx = ctx is None
-    ctx = ctx or distributed.setup(params["train"].get("device", "auto"))
+    ctx = ctx or distributed.setup(settings.device)
     try:
         with determinism.deterministic(ctx.device):
-            return _fit(model, train_set, val_set, params, Path(out_dir), epochs, lr, init, dict(meta or {}),
-                        ctx, on_epoch_end, progress)
+            return _fit(model, train_set, val_set, settings, Path(out_dir), init=init, meta=dict(meta or {}),
+                        ctx=ctx, on_epoch_end=on_epoch_end, progress=progress,
+                        tb_dir=None if tb_dir is None else Path(tb_dir))
     finally:
         if own_ctx:
             distributed.teardown(ctx)
 
 
-def _fit(model, train_set, val_set, params, out_dir, epochs, lr, init, meta, ctx, on_epoch_end, progress) -> dict:
-    cfg = params["train"]
-    seed = int(params["seed"])
-    epochs = int(epochs if epochs is not None else cfg["epochs"])
-    if epochs < 0:
-        raise ConfigError(f"epochs must be >= 0, got {epochs}")
-    lr = float(lr if lr is not None else cfg["lr"])
-    device = ctx.device
-    ckpt_path, metrics_path = out_dir / "checkpoint.pt", out_dir / "metrics.json"
-    if int(cfg["batch_size"]) % ctx.world_size:
-        raise ConfigError(f"train.batch_size={cfg['batch_size']} is the global batch and must divide evenly "
+def _check_inputs(settings: TrainSettings, train_set: Dataset, meta: dict, ctx: distributed.Context) -> None:
+    if settings.batch_size % ctx.world_size:
+        raise ConfigError(f"train.batch_size={settings.batch_size} is the global batch and must divide evenly "
                           f"over {ctx.world_size} processes")
     if len(train_set) == 0:
         raise DataError(f"no training clips for {meta.get('dataset', 'this dataset')} split {meta.get('split', '?')}; "
                         "check the manifest and the frame store (did decode quarantine every video?)")
-    per_rank_batch = int(cfg["batch_size"]) // ctx.world_size
-    accumulate = int(cfg.get("accumulate", 1))
+
+
+def _fit(model, train_set, val_set, settings: TrainSettings, out_dir: Path, *, init, meta: dict,
+         ctx: distributed.Context, on_epoch_end, progress: bool, tb_dir: Path | None) -> dict:
+    _check_inputs(settings, train_set, meta, ctx)
     core = apply_init(model, init)
-    fingerprint = _fingerprint(cfg, seed, epochs, lr, meta, (len(train_set), len(val_set) if val_set else 0),
-                               weights_digest(core))
+    sizes = (len(train_set), len(val_set) if val_set is not None else 0)
+    fingerprint = settings.fingerprint(meta, sizes, weights_digest(core))
+    state = load_resumable(out_dir / "checkpoint.pt", fingerprint)
+    if state is not None and state.get("complete") and (out_dir / "metrics.json").is_file():
+        log.info("%s: training already complete (%d epochs); nothing to do", out_dir, state["epoch"])
+        return json.loads((out_dir / "metrics.json").read_text())
 
-    state = None
-    if ckpt_path.is_file():
-        state = checkpoint.load(ckpt_path)
-        if state.get("fingerprint") != fingerprint:
-            log.warning("%s was written with other settings (params, epochs, data or starting weights); "
-                        "starting this run over", ckpt_path)
-            state = None
-        elif state.get("complete") and metrics_path.is_file():
-            log.info("%s: training already complete (%d epochs); nothing to do", out_dir, state["epoch"])
-            return json.loads(metrics_path.read_text())
-
-    core.to(device)
-    amp_dtype, amp_name = _resolve_amp(cfg, device)
-    if cfg.get("channels_last", False):
-        if device.type == "cuda":
-            _to_channels_last(core)
-        else:
-            log.info("train.channels_last ignored on %s (a GPU memory layout)", device)
-    frozen = freeze_partial_bn(core) if cfg.get("partial_bn", False) else []
-    if frozen:
-        log.info("partial BN: %d BatchNorm layers frozen, the first one trains", len(frozen))
-
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=seed)
-    batches_per_epoch = math.ceil(len(sampler) / per_rank_batch)
-    steps_per_epoch = math.ceil(batches_per_epoch / accumulate)
-    optimizer = optim.build_optimizer(core, cfg, lr=lr)
-    scheduler = optim.build_scheduler(optimizer, cfg, epochs, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_name == "fp16")
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
-
-    wrapped: nn.Module = core
-    if ctx.distributed:
-        device_ids = [device.index] if device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(core, device_ids=device_ids)
-    ddp = wrapped
-    if cfg.get("compile", False):
-        wrapped = torch.compile(wrapped)
-
-    val_loader = None
-    if val_set is not None and len(val_set):
-        shard = Subset(val_set, list(range(ctx.rank, len(val_set), ctx.world_size)))
-        val_loader = DataLoader(shard, batch_size=per_rank_batch, shuffle=False,
-                                num_workers=int(cfg.get("num_workers", 0)), pin_memory=device.type == "cuda",
-                                worker_init_fn=determinism.worker_init_fn if cfg.get("num_workers", 0) else None)
-
-    if state is not None:
-        core.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, history = int(state["epoch"]), list(state["history"])
-        best = dict(state["best"])
-        best_weights = state.get("best_model")
-        wall = float(state["wall_seconds"])
-        rngs = state["rng"]
-        if len(rngs) == ctx.world_size:
-            determinism.set_rng_state(rngs[ctx.rank], device)
-        else:
-            log.warning("checkpoint has RNG states of %d processes, this run has %d: reseeding (the resumed run "
-                        "is valid but not bit-identical to an uninterrupted one)", len(rngs), ctx.world_size)
-            determinism.seed_everything(determinism.derive_seed(seed, start_epoch, ctx.rank))
-        log.info("resuming %s from epoch %d/%d", out_dir, start_epoch, epochs)
-    else:
-        start_epoch, history, wall = 0, [], 0.0
-        best, best_weights = {"epoch": 0, "val_acc": -1.0}, None
-        determinism.seed_everything(determinism.derive_seed(seed, ctx.rank))
-
-    num_workers = int(cfg.get("num_workers", 0))
-    clip = cfg.get("clip_grad_norm")
-    for epoch in range(start_epoch, epochs):
-        loader = _epoch_loader(train_set, sampler, per_rank_batch, num_workers, device, seed, epoch, ctx.rank)
-        set_train_mode(wrapped, frozen)
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
-        started = time.perf_counter()
-        bar = tqdm(loader, total=batches_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not (progress and ctx.is_main), dynamic_ncols=True, mininterval=1.0)
-        for i, batch in enumerate(bar):
-            group_start = i - i % accumulate
-            group_len = min(accumulate, batches_per_epoch - group_start)
-            last_in_group = i + 1 == group_start + group_len
-            labels = batch["label"].to(device, non_blocking=True)
-            sync = ddp.no_sync() if ctx.distributed and not last_in_group else contextlib.nullcontext()
-            with sync:
-                loss, hits = backward_pass(wrapped, core, model_inputs(batch, device), labels, loss_fn,
-                                           scale=1.0 / group_len, scaler=scaler, amp_dtype=amp_dtype)
-            if last_in_group:
-                optimizer_step(optimizer, scheduler, scaler, clip)
-            n = labels.shape[0]
-            loss_sum += loss.double() * n
-            correct += hits
-            seen += n
-            if ctx.is_main and progress and (i % 10 == 0 or i + 1 == batches_per_epoch):
-                elapsed = time.perf_counter() - started
-                bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", clips_s=f"{seen * ctx.world_size / elapsed:.1f}")
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - started
-        total_loss, total_correct, total_seen = distributed.all_reduce_sum(
-            ctx, [loss_sum.item(), float(correct.item()), float(seen)])
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": total_loss / total_seen,
-            "train_acc": total_correct / total_seen,
-            "lr": optimizer.param_groups[0]["lr"],
-            "clips_per_s": total_seen / train_seconds,
-        }
-        if val_loader is not None:
-            row["val_loss"], row["val_acc"] = validate(core, val_loader, ctx, amp_dtype)
-        row["epoch_seconds"] = time.perf_counter() - started
-        wall += row["epoch_seconds"]
-        history.append(row)
-        log.info("epoch %d/%d: loss %.4f acc %.3f%s | lr %.3g | %.1f clips/s | %.1f s", epoch + 1, epochs,
-                 row["train_loss"], row["train_acc"],
-                 f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}" if "val_acc" in row else "",
-                 row["lr"], row["clips_per_s"], row["epoch_seconds"])
-
-        if val_loader is not None and row["val_acc"] > best["val_acc"]:
-            best = {"epoch": epoch + 1, "val_acc": row["val_acc"]}
-            if ctx.is_main:
-                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in core.state_dict().items()}
-        rngs = distributed.all_gather(ctx, determinism.rng_state(device))
-        if ctx.is_main:
-            checkpoint.save(ckpt_path, {
-                "model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "rng": rngs, "epoch": epoch + 1, "history": history,
-                "best": best, "best_model": best_weights, "wall_seconds": wall, "fingerprint": fingerprint,
-                "complete": False, "model_epoch": epoch + 1,
-            })
-            atomic_write_csv(out_dir / "history.csv", _history_frame(history, val_loader is not None))
-        distributed.barrier(ctx)
-        if on_epoch_end is not None:
-            on_epoch_end(epoch + 1)
-
-    metrics = _finalize(core, out_dir, history, best, val_loader is not None, epochs, lr, seed, ctx, amp_name,
-                        cfg, wall, meta, len(train_set), len(val_set) if val_set is not None else 0, fingerprint)
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                 seed=settings.seed)
+    per_rank = settings.batch_size // ctx.world_size
+    batches = Batches(per_rank, math.ceil(len(sampler) / per_rank), settings.accumulate)
+    parts = build_parts(core, settings, ctx, steps_per_epoch=math.ceil(batches.per_epoch / batches.accumulate))
+    val_loader = validation_loader(val_set, per_rank, num_workers=settings.num_workers, ctx=ctx)
+    monitor = _open_monitor(settings, batches, ctx=ctx, progress=progress,
+                            tb_dir=tb_dir, start_epoch=0 if state is None else int(state["epoch"]))
+    try:
+        run = resume(state, parts, settings=settings, ctx=ctx) if state is not None else fresh_start(settings, ctx)
+        if state is not None:
+            log.info("resuming %s from epoch %d/%d", out_dir, run.epoch, settings.epochs)
+        for epoch in range(run.epoch, settings.epochs):
+            loader = _epoch_loader(train_set, sampler, batches, settings=settings, ctx=ctx, epoch=epoch)
+            row = run_epoch(parts, loader, val_loader, batches, epoch=epoch, ctx=ctx,
+                            clip_grad_norm=settings.clip_grad_norm, monitor=monitor)
+            record_epoch(run, row, parts, ctx=ctx, with_val=val_loader is not None)
+            save_checkpoint(out_dir, run, parts, ctx=ctx, fingerprint=fingerprint, with_val=val_loader is not None)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1)
+    finally:
+        monitor.close()
+    metrics = finalize(parts, run, out_dir, settings=settings, ctx=ctx, meta=meta, sizes=sizes,
+                       with_val=val_loader is not None, fingerprint=fingerprint)
     distributed.barrier(ctx)
     return metrics
 
 
-def _finalize(core, out_dir, history, best, with_val, epochs, lr, seed, ctx, amp_name, cfg, wall, meta,
-              num_train, num_val, fingerprint) -> dict:
+def _open_monitor(settings: TrainSettings, batches: Batches, *, ctx: distributed.Context, progress: bool,
+                  tb_dir: Path | None, start_epoch: int) -> Monitor:
+    """Rank 0 shows progress; a resumed run's writer purges what follows its checkpoint."""
+    writer = None
+    if tb_dir is not None and ctx.is_main and start_epoch < settings.epochs:
+        writer = open_writer(tb_dir, resumed_at=start_epoch * batches.per_epoch + 1 if start_epoch else None)
+    return Monitor(epochs=settings.epochs, batches=batches.per_epoch, log_every=settings.log_every,
+                   world_size=ctx.world_size, device=ctx.device, active=ctx.is_main, progress=progress,
+                   writer=writer)
+
+
+# ---------------------------------------------------------------- finalize
+def selection_rule(with_val: bool, *, val_by: str, val_fraction: float) -> str:
+    if with_val:
+        return (f"best validation accuracy (ties: earlier epoch) on a validation subset carved from the TRAIN "
+                f"split ({val_by}, val_fraction={val_fraction}); the test split is never used for selection")
+    return "last epoch (val_fraction=0: no validation subset; the test split is never used for selection)"
+
+
+def final_metrics(run: RunState, selected: int, core: nn.Module, *, settings: TrainSettings, amp_name: str,
+                  ctx: distributed.Context, meta: dict, sizes: tuple[int, int], with_val: bool) -> dict:
+    """metrics.json: identity, the selected epoch's numbers, the run's settings and costs."""
+    row = next((r for r in run.history if r["epoch"] == selected), {})
+    last = run.history[-1] if run.history else {}
+    total, trainable = count_params(core)
+    return {
+        **{k: meta[k] for k in ("dataset", "split", "model", "variant") if k in meta},
+        "epochs": settings.epochs,
+        "selection": "best_val_acc" if with_val else "last_epoch",
+        "selection_rule": selection_rule(with_val, val_by=meta.get("val_by", "given"),
+                                         val_fraction=settings.val_fraction),
+        "selected_epoch": selected,
+        "train_loss": row.get("train_loss"), "train_acc": row.get("train_acc"),
+        "val_loss": row.get("val_loss"), "val_acc": row.get("val_acc"),
+        "last_epoch_train_acc": last.get("train_acc"), "last_epoch_val_acc": last.get("val_acc"),
+        "num_train_videos": sizes[0], "num_val_videos": sizes[1],
+        "excluded_videos": int(meta.get("excluded_videos", 0)),
+        "seed": settings.seed, "device": str(ctx.device), "world_size": ctx.world_size, "amp": amp_name,
+        "optimizer": settings.optimizer, "lr": settings.lr, "batch_size": settings.batch_size,
+        "wall_time_s": run.wall,
+        "mean_clips_per_s": (sum(r["clips_per_s"] for r in run.history) / len(run.history)
+                             if run.history else None),
+        "params": total, "trainable_params": trainable,
+    }
+
+
+def finalize(parts: Parts, run: RunState, out_dir: Path, *, settings: TrainSettings, ctx: distributed.Context,
+             meta: dict, sizes: tuple[int, int], with_val: bool, fingerprint: str) -> dict:
     """Put the selected epoch's weights into checkpoint.pt and write metrics.json (rank 0).
 
     epochs=0 (e.g. prune.finetune_epochs: 0) trains nothing: the given weights are the result."""
-    ckpt_path = out_dir / "checkpoint.pt"
-    selected = best["epoch"] if with_val and best["epoch"] > 0 else epochs
-    row = next((r for r in history if r["epoch"] == selected), {})
-    last = history[-1] if history else {}
-    total, trainable = count_params(core)
-    val_fraction = float(cfg.get("val_fraction", 0.0))
-    if with_val:
-        rule = (f"best validation accuracy (ties: earlier epoch) on a validation subset carved from the TRAIN "
-                f"split ({meta.get('val_by', 'given')}, val_fraction={val_fraction}); the test split is never "
-                "used for selection")
-    else:
-        rule = "last epoch (val_fraction=0: no validation subset; the test split is never used for selection)"
-    metrics = {
-        **{k: meta[k] for k in ("dataset", "split", "model", "variant") if k in meta},
-        "epochs": epochs,
-        "selection": "best_val_acc" if with_val else "last_epoch",
-        "selection_rule": rule,
-        "selected_epoch": selected,
-        "train_loss": row.get("train_loss"),
-        "train_acc": row.get("train_acc"),
-        "val_loss": row.get("val_loss"),
-        "val_acc": row.get("val_acc"),
-        "last_epoch_train_acc": last.get("train_acc"),
-        "last_epoch_val_acc": last.get("val_acc"),
-        "num_train_videos": num_train,
-        "num_val_videos": num_val,
-        "excluded_videos": int(meta.get("excluded_videos", 0)),
-        "seed": seed,
-        "device": str(ctx.device),
-        "world_size": ctx.world_size,
-        "amp": amp_name,
-        "optimizer": cfg["optimizer"],
-        "lr": lr,
-        "batch_size": int(cfg["batch_size"]),
-        "wall_time_s": wall,
-        "mean_clips_per_s": sum(r["clips_per_s"] for r in history) / len(history) if history else None,
-        "params": total,
-        "trainable_params": trainable,
-    }
+    selected = run.best["epoch"] if with_val and run.best["epoch"] > 0 else settings.epochs
+    metrics = final_metrics(run, selected, parts.core, settings=settings, amp_name=parts.amp_name, ctx=ctx,
+                            meta=meta, sizes=sizes, with_val=with_val)
     if ctx.is_main:
-        if epochs == 0:
-            state = {"model": core.state_dict(), "epoch": 0, "history": [], "best": best, "best_model": None,
-                     "fingerprint": fingerprint, "model_epoch": 0, "wall_seconds": 0.0, "rng": []}
+        if settings.epochs == 0:
+            state = {"model": parts.core.state_dict(), "epoch": 0, "history": [], "best": run.best,
+                     "best_model": None, "fingerprint": fingerprint, "model_epoch": 0, "wall_seconds": 0.0, "rng": []}
         else:
-            state = checkpoint.load(ckpt_path)
+            state = checkpoint.load(out_dir / "checkpoint.pt")
         if state.get("model_epoch") != selected:
             state["model"], state["model_epoch"] = state["best_model"], selected
         state["best_model"] = None  # the selected weights are "model" now
         state["complete"] = True
-        checkpoint.save(ckpt_path, state)
-        atomic_write_csv(out_dir / "history.csv", _history_frame(history, with_val))
+        checkpoint.save(out_dir / "checkpoint.pt", state)
+        atomic_write_csv(out_dir / "history.csv", _history_frame(run.history, with_val))
         atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
+
+from actionrepro.engine.settings import TrainSettings
 
 NORM_TYPES = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
@@ -44,19 +46,31 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: nn.Module, train: dict, lr: float | None = None) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW over param_groups(model), from params['train']."""
-    lr = float(train["lr"] if lr is None else lr)
-    groups = param_groups(model, float(train["weight_decay"]), bool(train.get("no_decay_norm_bias", True)))
+def make_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: float, momentum: float,
+                   nesterov: bool, no_decay_norm_bias: bool) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW over param_groups(model)."""
+    groups = param_groups(model, float(weight_decay), bool(no_decay_norm_bias))
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    if train["optimizer"] == "sgd":
-        momentum = float(train.get("momentum", 0.9))
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum,
-                               nesterov=bool(train.get("nesterov", False)) and momentum > 0)
-    if train["optimizer"] == "adamw":
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {train['optimizer']!r}; expected 'sgd' or 'adamw'")
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adamw'")
+
+
+def optimizer_for(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """The optimizer a run's resolved settings ask for."""
+    return make_optimizer(model, name=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay,
+                          momentum=settings.momentum, nesterov=settings.nesterov,
+                          no_decay_norm_bias=settings.no_decay_norm_bias)
+
+
+def build_optimizer(model: nn.Module, train: Mapping, lr: float | None = None) -> torch.optim.Optimizer:
+    """From the validated params['train'] (every default filled); `lr` overrides train['lr']."""
+    return make_optimizer(model, name=train["optimizer"], lr=float(train["lr"] if lr is None else lr),
+                          weight_decay=float(train["weight_decay"]), momentum=float(train["momentum"]),
+                          nesterov=bool(train["nesterov"]), no_decay_norm_bias=bool(train["no_decay_norm_bias"]))
 
 
 def lr_factor(schedule: str, total_steps: int, warmup_steps: int, steps_per_epoch: int,
@@ -85,15 +99,32 @@ def lr_factor(schedule: str, total_steps: int, warmup_steps: int, steps_per_epoc
     return factor
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, train: dict, epochs: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR for params['train'] (schedule, warmup_epochs, step_milestones, step_gamma)."""
+def make_scheduler(optimizer: torch.optim.Optimizer, *, schedule: str, epochs: int, steps_per_epoch: int,
+                   warmup_epochs: float, milestones: tuple[int, ...] | list[int] = (),
+                   gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR: linear warmup over warmup_epochs, then cosine or step (lr_factor)."""
     factor = lr_factor(
-        train["schedule"],
+        schedule,
         total_steps=epochs * steps_per_epoch,
-        warmup_steps=round(float(train.get("warmup_epochs", 0)) * steps_per_epoch),
+        warmup_steps=round(float(warmup_epochs) * steps_per_epoch),
         steps_per_epoch=steps_per_epoch,
-        milestones=train.get("step_milestones", ()),
-        gamma=float(train.get("step_gamma", 0.1)),
+        milestones=milestones,
+        gamma=float(gamma),
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def scheduler_for(optimizer: torch.optim.Optimizer, settings: TrainSettings,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule a run's resolved settings ask for, over settings.epochs."""
+    return make_scheduler(optimizer, schedule=settings.schedule, epochs=settings.epochs,
+                          steps_per_epoch=steps_per_epoch, warmup_epochs=settings.warmup_epochs,
+                          milestones=settings.step_milestones, gamma=settings.step_gamma)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, train: Mapping, epochs: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """From the validated params['train'] (schedule, warmup_epochs, step_milestones, step_gamma)."""
+    return make_scheduler(optimizer, schedule=train["schedule"], epochs=epochs, steps_per_epoch=steps_per_epoch,
+                          warmup_epochs=train["warmup_epochs"], milestones=train["step_milestones"],
+                          gamma=train["step_gamma"])

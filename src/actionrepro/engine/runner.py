@@ -14,12 +14,14 @@ from pathlib import Path
 from typing import Callable
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from actionrepro import runs
 from actionrepro.data import manifests, sources
 from actionrepro.data.validation import carve_validation
 from actionrepro.engine import determinism, distributed
-from actionrepro.engine.loop import Init, fit
+from actionrepro.engine.loop import Init, train_model
+from actionrepro.engine.settings import TrainSettings
 from actionrepro.errors import DataError
 from actionrepro.io import atomic_write_json
 
@@ -35,49 +37,56 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
 
     epochs / lr override params["train"] (the pruning fine-tune); `init` is a state dict or a
     callable applied to the fresh model; `model_record` adds keys to model.json (e.g. the pruned
-    structure). Resumes from the run directory's checkpoint when its settings match.
+    structure). Resumes from the run directory's checkpoint when its settings match. TensorBoard
+    event files go to <run dir>/tb unless train.tensorboard is false.
     """
-    from actionrepro.data.dataset import VideoClipDataset
     from actionrepro.models.registry import build_model
 
-    cfg = params["train"]
-    ctx = distributed.setup(cfg.get("device", "auto"))
+    settings = TrainSettings.from_params(params, epochs=epochs, lr=lr)
+    ctx = distributed.setup(settings.device)
     try:
         out_dir = runs.run_dir(dataset, split, model_name, variant)
-        options = dict((params.get("architectures") or {}).get(model_name) or {})
+        options = dict(params["architectures"].get(model_name) or {})  # a model without options: none
         num_classes = len(manifests.read_classes(dataset))
-        determinism.seed_everything(int(params["seed"]))  # the model's initial weights
+        determinism.seed_everything(settings.seed)  # the model's initial weights
         if model is None:
             model = build_model(model_name, params["scale"], num_classes, options)
         spec = model.input_spec
 
-        full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
-        if int(getattr(full, "num_classes", num_classes)) != num_classes:
-            raise DataError(f"data/manifests/{dataset}/classes.csv lists {num_classes} classes but the "
-                            f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
-        excluded = getattr(full, "excluded", None)
-        excluded = 0 if excluded is None else len(excluded)
-        val_fraction = float(cfg.get("val_fraction", 0.0))
-        meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant,
-                "excluded_videos": excluded}
-        if val_fraction > 0:
-            by_group = sources.get(dataset).grouped
-            train_ids, val_ids = carve_validation(full.videos, val_fraction, int(params["seed"]), by_group)
-            train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
-            val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1),
-                                       video_ids=val_ids)
-            meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
-            log.info("validation: %d videos carved from the train split (%s), %d left to train on",
-                     len(val_ids), meta["val_by"], len(train_ids))
-        else:
-            train_set, val_set = full, None
+        train_set, val_set, bookkeeping = _datasets(dataset, split, spec, params, settings=settings,
+                                                    num_classes=num_classes)
+        meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant, **bookkeeping}
         if ctx.is_main:
             record = {"name": model_name, "scale": params["scale"], "options": options,
                       "input_spec": spec.to_dict(), "num_classes": num_classes, "variant": variant,
                       "dataset": dataset, "split": split, **(model_record or {})}
             atomic_write_json(out_dir / "model.json", record)
-        fit(model, train_set, val_set, params, out_dir, epochs=epochs, lr=lr, init=init, meta=meta, ctx=ctx,
-            on_epoch_end=on_epoch_end)
+        train_model(model, train_set, val_set, settings, out_dir, init=init, meta=meta, ctx=ctx,
+                    on_epoch_end=on_epoch_end, tb_dir=out_dir / "tb" if settings.tensorboard else None)
         return out_dir
     finally:
         distributed.teardown(ctx)
+
+
+def _datasets(dataset: str, split: int, spec, params: dict, *, settings: TrainSettings,
+              num_classes: int) -> tuple[Dataset, Dataset | None, dict]:
+    """The training set (less a validation subset carved from it when val_fraction > 0), that
+    subset (or None) and their bookkeeping for metrics.json (excluded_videos, val_by)."""
+    from actionrepro.data.dataset import VideoClipDataset
+
+    full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
+    if int(getattr(full, "num_classes", num_classes)) != num_classes:
+        raise DataError(f"data/manifests/{dataset}/classes.csv lists {num_classes} classes but the "
+                        f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
+    excluded = getattr(full, "excluded", None)
+    meta = {"excluded_videos": 0 if excluded is None else len(excluded)}
+    if settings.val_fraction <= 0:
+        return full, None, meta
+    by_group = sources.get(dataset).grouped
+    train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
+    train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
+    val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1), video_ids=val_ids)
+    meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
+    log.info("validation: %d videos carved from the train split (%s), %d left to train on",
+             len(val_ids), meta["val_by"], len(train_ids))
+    return train_set, val_set, meta
