@@ -31,6 +31,7 @@ refuses everything else.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import pickle
 import re
@@ -152,6 +153,10 @@ def _restricted_pickle_module(opaque_seen: list[str]) -> types.ModuleType:
 
     class RestrictedUnpickler(pickle.Unpickler):
         def find_class(self, module: str, name: str):
+            # Protocol-2 streams name Python 2 modules (__builtin__.set); map them as pickle itself does.
+            if (module, name) in _compat_pickle.NAME_MAPPING:
+                module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
             qualified = f"{module}.{name}"
             if qualified in allowed:
                 return allowed[qualified]
