@@ -35,7 +35,7 @@ boxes and flips are the same numbers (dataset.VideoClipDataset.draw). Measured o
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import default_collate
@@ -127,3 +127,25 @@ def to_device_batch(batch: Mapping, device: torch.device | str, spec: InputSpec 
             value = batch[key]
             out[key] = value.to(device, non_blocking=non_blocking) if torch.is_tensor(value) else value
     return out
+
+
+# ---------------------------------------------------------------- what the loops call
+def decode_on(device: torch.device) -> str:
+    """Where a loop on `device` decodes its clips: on the GPU when it trains on one, else in the workers."""
+    return "device" if torch.device(device).type == "cuda" else "host"
+
+
+def dataset_options(device: torch.device) -> dict:
+    """Extra VideoClipDataset arguments for a loop on `device` (none on the CPU: the host path as it was)."""
+    return {"decode_on": "device"} if decode_on(device) == "device" else {}
+
+
+def collate_for(data) -> Callable | None:
+    """The DataLoader collate of a dataset (or a Subset of one): lists of JPEG bytes for device decoding."""
+    base = getattr(data, "dataset", data)
+    return collate_encoded if getattr(base, "decode_on", "host") == "device" else None
+
+
+def on_device(batch: Mapping, device: torch.device) -> Mapping:
+    """A loader batch ready for the model on `device`: encoded clips decoded there, others as they are."""
+    return to_device_batch(batch, device) if is_encoded(batch) else batch

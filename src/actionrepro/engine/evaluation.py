@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from actionrepro.data import gpu_clips
 from actionrepro.errors import ActionReproError
 
 SCORE_AVERAGING = "mean over views of per-view softmax probabilities"
@@ -55,7 +56,7 @@ def predict(model: nn.Module, loader, device: torch.device | str = "cpu", progre
     total = len(loader.sampler) if hasattr(loader.sampler, "__len__") else None
     with tqdm(total=total, desc=desc, unit="video", disable=not progress, leave=False) as bar:
         for batch in loader:
-            inputs, videos, views = fold_views(batch, device)
+            inputs, videos, views = fold_views(gpu_clips.on_device(batch, torch.device(device)), device)
             logits = forward_in_chunks(model, inputs, max_clips)
             scores.append(average_view_scores(logits, videos, views).cpu().numpy())
             indices.append(torch.as_tensor(batch["index"]).reshape(-1).numpy())
@@ -104,7 +105,8 @@ def predict_all(model: nn.Module, data, batch_size: int, device: torch.device | 
     sorted by dataset index."""
     device = torch.device(device)
     loader = DataLoader(data, batch_size=batch_size, sampler=shard_indices(len(data), rank, world),
-                        num_workers=num_workers, drop_last=False, pin_memory=device.type == "cuda")
+                        num_workers=num_workers, drop_last=False, pin_memory=device.type == "cuda",
+                        collate_fn=gpu_clips.collate_for(data))
     indices, labels, scores = predict(model, loader, device, progress=progress and rank == 0, desc=desc,
                                       max_clips=max_clips)
     if world > 1:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from actionrepro.data import gpu_clips
 from actionrepro.engine import checkpoint, determinism, distributed, optim
 from actionrepro.engine.monitor import Monitor, open_writer
 from actionrepro.engine.settings import RESUME_IRRELEVANT, TrainSettings  # noqa: F401  (re-exported)
@@ -180,7 +181,7 @@ def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, batches: Batc
     workers = settings.num_workers
     return DataLoader(
         train_set, batch_size=batches.per_rank, sampler=sampler, num_workers=workers,
-        pin_memory=ctx.device.type == "cuda", drop_last=False,
+        pin_memory=ctx.device.type == "cuda", drop_last=False, collate_fn=gpu_clips.collate_for(train_set),
         worker_init_fn=determinism.worker_init_fn if workers else None,
         generator=torch.Generator().manual_seed(determinism.derive_seed(settings.seed, epoch, ctx.rank)),
     )
@@ -193,7 +194,7 @@ def validation_loader(val_set: Dataset | None, batch_size: int, *, num_workers: 
         return None
     shard = Subset(val_set, list(range(ctx.rank, len(val_set), ctx.world_size)))
     return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                      pin_memory=ctx.device.type == "cuda",
+                      pin_memory=ctx.device.type == "cuda", collate_fn=gpu_clips.collate_for(val_set),
                       worker_init_fn=determinism.worker_init_fn if num_workers else None)
 
 
@@ -216,6 +217,7 @@ def train_one_epoch(parts: Parts, loader: DataLoader, batches: Batches, *, ctx: 
     seen = 0
     started = end = time.perf_counter()
     for i, batch in enumerate(loader):
+        batch = gpu_clips.on_device(batch, device)
         data_s = time.perf_counter() - end
         group_start = i - i % batches.accumulate
         group_len = min(batches.accumulate, batches.per_epoch - group_start)
@@ -250,6 +252,7 @@ def validate(core: nn.Module, loader, ctx: distributed.Context, amp_dtype: torch
     core.eval()
     loss_sum = correct = count = 0.0
     for batch in loader:
+        batch = gpu_clips.on_device(batch, ctx.device)
         inputs, views = {}, 1
         for key in INPUT_KEYS:
             if key in batch and batch[key] is not None:

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from actionrepro import runs
-from actionrepro.data import manifests, sources
+from actionrepro.data import gpu_clips, manifests, sources
 from actionrepro.data.validation import carve_validation
 from actionrepro.engine import determinism, distributed
 from actionrepro.engine.loop import Init, train_model
@@ -54,7 +54,7 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
         spec = model.input_spec
 
         train_set, val_set, bookkeeping = _datasets(dataset, split, spec, params, settings=settings,
-                                                    num_classes=num_classes)
+                                                    num_classes=num_classes, decode_device=ctx.device)
         meta = {"dataset": dataset, "split": split, "model": model_name, "variant": variant, **bookkeeping}
         if ctx.is_main:
             record = {"name": model_name, "scale": params["scale"], "options": options,
@@ -69,12 +69,13 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
 
 
 def _datasets(dataset: str, split: int, spec, params: dict, *, settings: TrainSettings,
-              num_classes: int) -> tuple[Dataset, Dataset | None, dict]:
+              num_classes: int, decode_device) -> tuple[Dataset, Dataset | None, dict]:
     """The training set (less a validation subset carved from it when val_fraction > 0), that
     subset (or None) and their bookkeeping for metrics.json (excluded_videos, val_by)."""
     from actionrepro.data.dataset import VideoClipDataset
 
-    full = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
+    device = gpu_clips.dataset_options(decode_device)
+    full = VideoClipDataset(dataset, split, "train", spec, params, mode="train", **device)
     if int(getattr(full, "num_classes", num_classes)) != num_classes:
         raise DataError(f"data/manifests/{dataset}/classes.csv lists {num_classes} classes but the "
                         f"{dataset} training set reports {full.num_classes}; re-run `actionrepro splits {dataset}`")
@@ -84,8 +85,9 @@ def _datasets(dataset: str, split: int, spec, params: dict, *, settings: TrainSe
         return full, None, meta
     by_group = sources.get(dataset).grouped
     train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
-    train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids)
-    val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1), video_ids=val_ids)
+    train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids, **device)
+    val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1), video_ids=val_ids,
+                               **device)
     meta["val_by"] = "whole UCF101 groups" if by_group else "stratified by class"
     log.info("validation: %d videos carved from the train split (%s), %d left to train on",
              len(val_ids), meta["val_by"], len(train_ids))

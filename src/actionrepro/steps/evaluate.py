@@ -22,7 +22,7 @@ import pandas as pd
 from torch import nn
 
 from actionrepro import dag, paths, profile, provenance, runs
-from actionrepro.data import manifests, sources
+from actionrepro.data import gpu_clips, manifests, sources
 from actionrepro.engine import distributed
 from actionrepro.engine.evaluation import (SCORE_AVERAGING, classification_metrics, predict_all,
                                            reversed_pair_accuracy)
@@ -142,7 +142,8 @@ def _evaluate_protocol(model: nn.Module, dataset: str, split: int, params: dict,
 
     clips, crops = views_
     views = f"{clips}x{crops}"
-    data = VideoClipDataset(dataset, split, "test", model.input_spec, params, mode="test", views=views_)
+    data = VideoClipDataset(dataset, split, "test", model.input_spec, params, mode="test", views=views_,
+                            **gpu_clips.dataset_options(ctx.device))
     videos = data.videos.reset_index(drop=True)
     if len(videos) == 0:
         raise DataError(f"{dataset} split {split}: no test videos left to evaluate "
