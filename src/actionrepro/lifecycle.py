@@ -1,0 +1,56 @@
+"""A step's process ends with the process that started it, and ends cleanly on SIGTERM.
+
+Without this, killing Snakemake (kill -9, a lost SSH session) leaves its train/prune/evaluate jobs
+and the decode/flow worker pools running as orphans: they hold the GPU, the run directory's lock
+and half-written temporaries. Linux delivers SIGTERM to a process whose parent dies once the
+process asked for it (prctl PR_SET_PDEATHSIG); SIGTERM then takes the same path as Ctrl-C, so
+finished outputs are kept and `finally` blocks run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+
+PR_SET_PDEATHSIG = 1
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: unwind like Ctrl-C (outputs that are finished stay), exit 143."""
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send `sig` to this process when its parent dies; False where unsupported.
+
+    If the parent already died before the request took effect, send `sig` now.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent or parent == 1:  # orphaned already: the signal would never come
+        os.kill(os.getpid(), sig)
+    return True
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated(f"signal {signum}")
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM raise Terminated (a KeyboardInterrupt) in the main thread."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def worker_init() -> None:
+    """For a pool's worker processes: die with the process that forked them (no orphans)."""
+    die_with_parent(signal.SIGTERM)
