@@ -9,11 +9,14 @@ finished outputs are kept and `finally` blocks run.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import signal
 import sys
+import threading
+from typing import Iterator
 
 PR_SET_PDEATHSIG = 1
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143, what a shell reports for a process ended by SIGTERM
@@ -23,19 +26,24 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived: unwind like Ctrl-C (outputs that are finished stay), exit 143."""
 
 
+def _prctl_pdeathsig(sig: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG, sig) on Linux; False where unsupported (other systems: a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 def die_with_parent(sig: int = signal.SIGTERM) -> bool:
     """Ask Linux to send `sig` to this process when its parent dies; False where unsupported.
 
     If the parent already died before the request took effect, send `sig` now.
     """
-    if not sys.platform.startswith("linux"):
-        return False
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
-            return False
-    except (OSError, AttributeError):
+    if not _prctl_pdeathsig(sig):
         return False
     if os.getppid() != parent or parent == 1:  # orphaned already: the signal would never come
         os.kill(os.getpid(), sig)
@@ -46,9 +54,24 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated(f"signal {signum}")
 
 
-def terminate_as_interrupt() -> None:
-    """Make SIGTERM raise Terminated (a KeyboardInterrupt) in the main thread."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+@contextlib.contextmanager
+def step_process(with_parent: bool) -> Iterator[None]:
+    """While a step runs: SIGTERM raises Terminated; with_parent: the step also dies with its parent.
+
+    Both are undone on exit, so calling the CLI in-process (tests) leaves the caller as it was.
+    Outside the main thread (where Python takes no signal handlers) nothing is changed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    dies = with_parent and die_with_parent(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if dies:
+            _prctl_pdeathsig(0)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def worker_init() -> None:

@@ -11,4 +11,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    runner.train(args.dataset, args.split, args.model, params)
+    from actionrepro import runs
+
+    out = runs.run_dir(args.dataset, args.split, args.model)
+    with runs.run_lock(out), runs.no_stale_metrics(out):  # one process per run directory
+        runner.train(args.dataset, args.split, args.model, params)
