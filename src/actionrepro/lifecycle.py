@@ -75,5 +75,22 @@ def step_process(with_parent: bool) -> Iterator[None]:
 
 
 def worker_init() -> None:
-    """For a pool's worker processes: die with the process that forked them (no orphans)."""
+    """For a pool's worker processes: die with the step's process (no orphans).
+
+    A forkserver worker's parent is the fork server, which exits when the step's process dies, but
+    only once every copy of its "alive" pipe is closed, and each worker inherits one: so a worker
+    closes its copy (it starts no processes of its own) and dies with the fork server.
+    """
+    _release_forkserver()
     die_with_parent(signal.SIGTERM)
+
+
+def _release_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None and server._forkserver_pid is None:  # a child of the server, not the step itself
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
