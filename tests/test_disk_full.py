@@ -188,3 +188,20 @@ def test_flow_on_a_full_disk_stops_at_the_first_failure_instead_of_blaming_the_f
     monkeypatch.chdir(tmp_path)
     flow_step.compute_flow("synth_ucf101", params(), workers=1)
     assert json.loads((root / "summary.json").read_text())["stored"] == 4
+
+
+# ---------------------------------------------------------------- temporaries of failed builds
+def test_report_start_removes_half_written_figures_of_a_failed_build(tmp_path, monkeypatch):
+    import types
+
+    from actionrepro.steps import report
+
+    figures = tmp_path / "reports" / "figures"
+    figures.mkdir(parents=True)
+    (figures / ".accuracy_vs_gflops.png.k3j2.tmp").write_bytes(b"half")
+    (figures / "accuracy_vs_gflops.png").write_bytes(b"whole")
+    seen = []
+    monkeypatch.setattr(report, "build_report", lambda params, out, params_file: seen.append(sorted(
+        p.name for p in figures.iterdir())))
+    report.run(types.SimpleNamespace(out=tmp_path / "reports", params="params.yaml"), {})
+    assert seen == [["accuracy_vs_gflops.png"]]
