@@ -63,7 +63,7 @@ def test_atomic_write_on_a_full_disk_names_the_file_and_the_space_and_leaves_not
 
 def test_a_write_failure_that_is_not_a_full_disk_stays_itself(tmp_path):
     with pytest.raises(OSError) as err:
-        with atomic_path(tmp_path / "x") as tmp:
+        with atomic_path(tmp_path / "x"):
             raise OSError(errno.EACCES, "Permission denied")
     assert not isinstance(err.value, ActionReproError)
     assert list(tmp_path.iterdir()) == []

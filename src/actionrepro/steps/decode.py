@@ -92,7 +92,8 @@ def decode_dataset(dataset: str, params: dict, workers: int) -> None:
                                     rec["header_frames"])
                 elif record["status"] == "failed":
                     raise ActionReproError(f"decode {dataset}: could not process {src_root / path}: "
-                                           f"{record['detail']}. Fix the cause (disk space, permissions on {out_root}) and re-run; "
+                                           f"{record['detail']}. Fix the cause (disk space, permissions "
+                                           f"on {out_root}) and re-run; "
                                            f"the {len(stored)} stored videos are kept")
                 else:
                     quarantined[path] = {"video_id": video_id, "path": path,
