@@ -45,10 +45,13 @@ lock: | $(LOCK_VENV)/bin/uv
 		$(LOCK_UPGRADE) --output-file $(LOCK)
 	$(LOCK_VENV)/bin/python tools/lock_inputs.py --stamp $(LOCK) --uv-version $(UV_VERSION)
 
+# A killed Snakemake leaves its lock: unlock first, unless another Snakemake is running here.
 demo: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/unlock_if_idle.py $(BIN)/snakemake --configfile $(DEMO_CONFIG)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG)
 
 reproduce: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/unlock_if_idle.py $(BIN)/snakemake
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) $(GPU_RESOURCES)
 
 test: $(STAMP)

@@ -83,6 +83,17 @@ def run_step(args) -> None:
     step_module(args.step).run(args, config.load(args.params, args.overrides))
 
 
+# Steps that end when the process that started them dies (a killed Snakemake leaves no orphan).
+DIE_WITH_PARENT = ("train", "prune", "evaluate")
+
+
+def guarded(step: str):
+    """The step's process settings: SIGTERM ends it cleanly (exit 143); some die with their parent."""
+    from actionrepro import lifecycle
+
+    return lifecycle.step_process(with_parent=step in DIE_WITH_PARENT)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # Threads first: a torch step's module imports torch, and OpenMP reads its settings once, then.
@@ -95,11 +106,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        run_step(args)
+        with guarded(args.step):
+            run_step(args)
     except ActionReproError as err:
         print(f"actionrepro {args.step}: error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print(f"actionrepro {args.step}: interrupted; finished outputs are kept, re-run to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        from actionrepro.lifecycle import EXIT_SIGTERM, Terminated
+
+        how = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        print(f"actionrepro {args.step}: {how}; finished outputs are kept, re-run to resume", file=sys.stderr)
+        return EXIT_SIGTERM if isinstance(err, Terminated) else 130
     return 0

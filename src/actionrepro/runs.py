@@ -7,18 +7,28 @@ variant `dense` or `pruned-<ratio>` (the ratio written with {:g}, as the workflo
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import fcntl
 import json
+import os
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from actionrepro.engine import checkpoint
-from actionrepro.errors import ActionReproError
+from actionrepro.errors import ActionReproError, RunLockedError
 from actionrepro.inputs import InputSpec
+from actionrepro.io import remove_atomic_temps
 
 RUNS = Path("runs")
+LOCK_FILE = ".lock"
+LOCK_WAIT_S = 5.0  # a short wait: a step that just finished may still be closing its files
 DENSE = "dense"
 PRUNED_PREFIX = "pruned-"
 
@@ -74,6 +84,84 @@ def run_id_of(path: str | Path) -> RunId | None:
     if len(parts) < 4 or not parts[-3].startswith("split") or not parts[-3][5:].isdigit():
         return None
     return RunId(parts[-4], int(parts[-3][5:]), parts[-2], parts[-1])
+
+
+# ---------------------------------------------------------------- one process per run directory
+@contextlib.contextmanager
+def run_lock(path: str | Path, wait_s: float = LOCK_WAIT_S, create: bool = True) -> Iterator[Path]:
+    """Hold <path>/.lock (fcntl.flock) while a step works in the run directory `path`.
+
+    Two processes training (or pruning, evaluating) into one run directory would overwrite each
+    other's checkpoints; the second one waits up to `wait_s` seconds, then refuses with
+    RunLockedError naming the holder's pid and host (written into the lock file). The kernel
+    releases the lock when its holder dies, so a killed run never leaves a stale lock. Once held,
+    the temporary files of an earlier killed or failed writer are removed (safe only now). Under
+    torchrun, rank 0 holds the lock for the whole group. create=False: a missing directory is not
+    made (nor locked), for steps that only read and add to an existing run (evaluate).
+    """
+    path = Path(path)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+    if not _lock_rank() or not path.is_dir():
+        yield path
+        return
+    lock = path / LOCK_FILE
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        _acquire(fd, lock, wait_s)
+        _write_holder(fd)
+        remove_atomic_temps(path)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock_rank() -> bool:
+    """False for the non-zero ranks of a torchrun group (rank 0 locks for them)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1 or os.environ.get("RANK", "0") == "0"
+
+
+def _acquire(fd: int, lock: Path, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise RunLockedError(
+                    f"{lock.parent} is in use by another process ({lock_holder(lock)}, recorded in {lock}); "
+                    "two processes must not write one run directory. Wait for it to finish or stop it, "
+                    "then re-run (the lock is freed the moment that process ends)") from None
+            time.sleep(0.1)
+
+
+def _write_holder(fd: int) -> None:
+    since = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode(), 0)
+
+
+def lock_holder(lock: Path) -> str:
+    """What the lock file says about its holder: `pid N on host H since T`."""
+    try:
+        return lock.read_text().strip() or "holder not recorded yet"
+    except OSError:
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def no_stale_metrics(path: str | Path) -> Iterator[None]:
+    """If the block fails, drop a metrics.json older than checkpoint.pt: it describes an earlier run
+    whose checkpoint this failed run has already replaced, so it must not look finished."""
+    try:
+        yield
+    except BaseException:
+        metrics, ckpt = Path(path) / "metrics.json", Path(path) / "checkpoint.pt"
+        with contextlib.suppress(OSError):
+            if metrics.stat().st_mtime_ns < ckpt.stat().st_mtime_ns:
+                metrics.unlink()
+        raise
 
 
 # ---------------------------------------------------------------- redo commands

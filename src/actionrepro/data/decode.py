@@ -43,7 +43,10 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from actionrepro import lifecycle
 from actionrepro.data import journal, store
+from actionrepro.errors import DiskFullError
+from actionrepro.io import disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -196,11 +199,25 @@ def _keep_heap() -> None:
     libc.mallopt(-1, 128 << 20)  # M_TRIM_THRESHOLD: keep up to 128 MB of free heap
 
 
+def run_task(task: tuple) -> dict:
+    """decode_video for a worker: a full disk is status `disk_full` (path, needed, free); any other
+    error that is not the video's fault is status `failed`. Both stop the step."""
+    try:
+        return decode_video(*task)
+    except DiskFullError as err:
+        return {"status": "disk_full", **err.record()}
+    except Exception as err:  # not the video's fault (permissions, a bug): the step must stop
+        if is_disk_full(err):
+            return {"status": "disk_full", **disk_full_error(task[1]).record()}
+        return {"status": "failed", "detail": _error_text(err)}
+
+
 def _worker(conn) -> None:
     """Worker loop: receive (src, dst, short_side, quality) tasks until None; one thread each."""
     import cv2
     import decord
 
+    lifecycle.worker_init()  # no orphaned decoder when the step's process is killed
     _keep_heap()
     cv2.setNumThreads(1)
     decord.logging.set_level(decord.logging.QUIET)  # the reasons go to quarantine.csv instead
@@ -211,11 +228,7 @@ def _worker(conn) -> None:
             return
         if task is None:
             return
-        try:
-            result = decode_video(*task)
-        except Exception as err:  # not the video's fault (disk full, a bug): the step must stop
-            result = {"status": "failed", "detail": _error_text(err)}
-        conn.send(result)
+        conn.send(run_task(task))
 
 
 # ---------------------------------------------------------------- the worker pool
@@ -260,7 +273,8 @@ def run_pool(tasks: list[tuple], workers: int, timeout_s: float, on_result) -> N
 
     on_result(i, record) is called in this process as each task finishes. A worker still busy after
     timeout_s is killed and replaced (record reason `timeout`); a worker that dies (a crash inside
-    the decoder) gives `decode_error` with its exit code.
+    the decoder) gives `decode_error` with its exit code. A `disk_full` record raises DiskFullError
+    at once: every worker is stopped and no further video is started.
     """
     if not tasks:
         return
@@ -300,6 +314,8 @@ def run_pool(tasks: list[tuple], workers: int, timeout_s: float, on_result) -> N
                     record = {"status": "quarantined", "reason": "timeout",
                               "detail": f"still decoding after {timeout_s:g} s (decode.timeout_s); worker killed"}
                     slots[i] = slot = _replace(ctx, slot)
+                if record is not None and record["status"] == "disk_full":
+                    raise DiskFullError(record["path"], record["needed"], record["free"])
                 if record is not None:
                     task, slot.task = slot.task, None
                     on_result(task, record)

@@ -26,8 +26,10 @@ from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
+from actionrepro import lifecycle
 from actionrepro.data import journal, store
-from actionrepro.errors import ActionReproError, DataError
+from actionrepro.errors import ActionReproError, DataError, DiskFullError
+from actionrepro.io import disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +133,29 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
+def _init_pool_worker() -> None:
+    lifecycle.worker_init()  # a killed step leaves no orphaned flow workers
+    _init_worker()
+
+
 def _run_one(task: tuple) -> dict:
-    """flow_video for the pool: a bad store becomes a record instead of killing the run."""
+    """flow_video for the pool: a bad store becomes a record instead of killing the run; a full disk
+    is status `disk_full` (path, needed, free), which stops the whole step."""
     try:
         return flow_video(*task)
+    except DiskFullError as err:
+        return {"status": "disk_full", **err.record()}
     except (DataError, OSError, ValueError) as err:
+        if is_disk_full(err):
+            return {"status": "disk_full", **disk_full_error(task[1]).record()}
         return {"status": "failed", "reason": "store_error", "detail": f"{type(err).__name__}: {err}"[:500]}
+
+
+def _checked(record: dict) -> dict:
+    """The record, unless it reports a full disk: then DiskFullError, to stop the step at once."""
+    if record["status"] == "disk_full":
+        raise DiskFullError(record["path"], record["needed"], record["free"])
+    return record
 
 
 # ---------------------------------------------------------------- many videos
@@ -151,18 +170,25 @@ def _context():
 
 
 def flow_results(tasks: list[tuple], workers: int):
-    """Yield (task number, record) as videos finish, in `workers` processes (in-process for one)."""
+    """Yield (task number, record) as videos finish, in `workers` processes (in-process for one).
+
+    A full disk raises DiskFullError at the first video that hits it: queued videos are cancelled
+    and running workers terminated, so nothing further is attempted.
+    """
     if workers <= 1 or len(tasks) <= 1:
         _init_worker()
         for i, task in enumerate(tasks):
-            yield i, _run_one(task)
+            yield i, _checked(_run_one(task))
         return
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_context(),
-                             initializer=_init_worker) as pool:
+                             initializer=_init_pool_worker) as pool:
         futures = {pool.submit(_run_one, task): i for i, task in enumerate(tasks)}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
+                yield futures[future], _checked(future.result())
+        except DiskFullError:
+            _terminate(pool, futures)
+            raise
         except BrokenProcessPool as err:
             raise ActionReproError(
                 f"a flow worker process died ({err}); finished videos are kept in progress.jsonl. "
@@ -170,3 +196,13 @@ def flow_results(tasks: list[tuple], workers: int):
         finally:
             for f in futures:
                 f.cancel()
+
+
+def _terminate(pool: ProcessPoolExecutor, futures) -> None:
+    """Stop a pool now: cancel queued videos, terminate the workers busy with running ones."""
+    for f in futures:
+        f.cancel()
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API before 3.14
+        if proc.is_alive():
+            proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)

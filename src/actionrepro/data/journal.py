@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from actionrepro.data import store
+from actionrepro.errors import DiskFullError
 
 FILE_NAME = "progress.jsonl"
 
@@ -64,3 +65,11 @@ def remove_stale_temps(root: Path) -> None:
         for name in names:
             if name.startswith(".") and name.endswith(".tmp") and store.SUFFIX + "." in name:
                 os.unlink(os.path.join(folder, name))
+
+
+def stopped_by_full_disk(err: DiskFullError, root: Path, what: str, kept: int) -> DiskFullError:
+    """After a full disk stopped a step's pool: remove every temporary store, say what is kept."""
+    remove_stale_temps(root)
+    return DiskFullError(err.path, err.needed, err.free,
+                         f"{what} stopped at the first failed write; the {kept} finished videos are kept "
+                         f"(recorded in {root / FILE_NAME})")

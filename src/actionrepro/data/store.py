@@ -89,7 +89,7 @@ def write_encoded(path: str | os.PathLike, parts: Sequence[bytes | memoryview], 
     offsets[0] = start
     np.cumsum([len(p) for p in parts], out=offsets[1:])
     offsets[1:] += start
-    with atomic_path(path) as tmp:
+    with atomic_path(path, needed=int(offsets[-1])) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(_FIXED.pack(MAGIC, VERSION, num_frames, channels, height, width))
             fh.write(offsets.tobytes())

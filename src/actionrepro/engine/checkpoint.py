@@ -15,9 +15,23 @@ from actionrepro.io import atomic_path
 
 
 def save(path: str | Path, state: dict) -> None:
-    """Write `state` to `path` through a temporary file and a rename."""
-    with atomic_path(path) as tmp:
+    """Write `state` to `path` through a temporary file and a rename.
+
+    A full disk raises DiskFullError naming `path` (torch's own error is a bare `basic_ios::clear`).
+    """
+    with atomic_path(path, needed=tensor_bytes(state)) as tmp:
         torch.save(state, tmp)
+
+
+def tensor_bytes(obj) -> int:
+    """Bytes of the tensors in a nested state (dicts, lists, tuples): about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    return 0
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict:

@@ -18,8 +18,8 @@ from actionrepro import paths
 from actionrepro.data import journal, manifests, store
 from actionrepro.data.decode import (INDEX_COLUMNS, JOURNAL, MIN_FRAME_FRACTION, QUARANTINE_COLUMNS, REASONS,
                                      file_size, run_pool, store_relpath)
-from actionrepro.errors import ActionReproError, DataError
-from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from actionrepro.errors import ActionReproError, DataError, DiskFullError
+from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text, disk_full_guard
 from actionrepro.steps import add_dataset_argument
 
 log = logging.getLogger(__name__)
@@ -73,33 +73,37 @@ def decode_dataset(dataset: str, params: dict, workers: int) -> None:
     log.info("decode %s: %d videos in the splits, %d already stored, %d to decode with %d worker(s)",
              dataset, len(videos), reused, len(todo), workers)
 
-    with journal.open_for_append(journal_file) as jf, \
-            tqdm(total=len(todo), desc=f"decode {dataset}", unit="video", mininterval=1.0) as bar:
-        def on_result(t: int, record: dict) -> None:
-            video_id, path = todo[t]
-            if record["status"] == "stored":
-                rel = store_relpath(path)
-                rec = {"video_id": video_id, "path": path, "store_path": str(rel),
-                       **{k: record[k] for k in ("num_frames", "header_frames", "height", "width", "fps")},
-                       "store_size": (out_root / rel).stat().st_size, "source_size": file_size(src_root / path),
-                       "settings": settings}
-                jf.write(json.dumps(rec) + "\n")
-                jf.flush()
-                stored[path] = rec
-                if rec["num_frames"] < rec["header_frames"]:
-                    log.warning("%s: stored %d of the %d frames its header claims", path, rec["num_frames"],
-                                rec["header_frames"])
-            elif record["status"] == "failed":
-                raise ActionReproError(f"decode {dataset}: could not process {src_root / path}: {record['detail']}. "
-                                       f"Fix the cause (disk space, permissions on {out_root}) and re-run; "
-                                       f"the {len(stored)} stored videos are kept")
-            else:
-                quarantined[path] = {"video_id": video_id, "path": path,
-                                     "reason": record["reason"], "detail": record["detail"]}
-                log.warning("%s: quarantined (%s): %s", path, record["reason"], record["detail"])
-            bar.update(1)
+    try:
+        with disk_full_guard(journal_file), journal.open_for_append(journal_file) as jf, \
+                tqdm(total=len(todo), desc=f"decode {dataset}", unit="video", mininterval=1.0) as bar:
+            def on_result(t: int, record: dict) -> None:
+                video_id, path = todo[t]
+                if record["status"] == "stored":
+                    rel = store_relpath(path)
+                    rec = {"video_id": video_id, "path": path, "store_path": str(rel),
+                           **{k: record[k] for k in ("num_frames", "header_frames", "height", "width", "fps")},
+                           "store_size": (out_root / rel).stat().st_size, "source_size": file_size(src_root / path),
+                           "settings": settings}
+                    jf.write(json.dumps(rec) + "\n")
+                    jf.flush()
+                    stored[path] = rec
+                    if rec["num_frames"] < rec["header_frames"]:
+                        log.warning("%s: stored %d of the %d frames its header claims", path, rec["num_frames"],
+                                    rec["header_frames"])
+                elif record["status"] == "failed":
+                    raise ActionReproError(f"decode {dataset}: could not process {src_root / path}: "
+                                           f"{record['detail']}. Fix the cause (disk space, permissions "
+                                           f"on {out_root}) and re-run; "
+                                           f"the {len(stored)} stored videos are kept")
+                else:
+                    quarantined[path] = {"video_id": video_id, "path": path,
+                                         "reason": record["reason"], "detail": record["detail"]}
+                    log.warning("%s: quarantined (%s): %s", path, record["reason"], record["detail"])
+                bar.update(1)
 
-        run_pool(tasks, max(1, int(workers or 1)), timeout_s, on_result)
+            run_pool(tasks, max(1, int(workers or 1)), timeout_s, on_result)
+    except DiskFullError as err:
+        raise journal.stopped_by_full_disk(err, out_root, f"decode {dataset}", len(stored)) from err
 
     index = pd.DataFrame([{k: stored[p][k] for k in INDEX_COLUMNS} for _, p in videos if p in stored],
                          columns=INDEX_COLUMNS)

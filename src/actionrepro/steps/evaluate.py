@@ -41,8 +41,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    evaluate(args.dataset, args.split, args.model, params, variant=args.variant, params_file=str(args.params),
-             overrides=args.overrides)
+    with runs.run_lock(runs.run_dir(args.dataset, args.split, args.model, args.variant), create=False):
+        evaluate(args.dataset, args.split, args.model, params, variant=args.variant, params_file=str(args.params),
+                 overrides=args.overrides)
 
 
 def load_reversal_pairs(dataset: str) -> pd.DataFrame | None:

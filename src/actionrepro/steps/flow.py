@@ -14,8 +14,8 @@ from actionrepro import paths
 from actionrepro.data import journal, store
 from actionrepro.data.flow import (ALGORITHMS, FARNEBACK, IMPLEMENTATION, INDEX_COLUMNS, JOURNAL, QUARANTINE_COLUMNS,
                                    flow_results)
-from actionrepro.errors import ActionReproError, DataError
-from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text
+from actionrepro.errors import ActionReproError, DataError, DiskFullError
+from actionrepro.io import atomic_write_csv, atomic_write_json, atomic_write_text, disk_full_guard
 from actionrepro.steps import add_dataset_argument
 
 log = logging.getLogger(__name__)
@@ -88,26 +88,29 @@ def compute_flow(dataset: str, params: dict, workers: int) -> None:
     quarantined: dict[str, dict] = {}
     failed: dict[str, dict] = {}
     compute_s = 0.0
-    with journal.open_for_append(journal_file) as jf, \
-            tqdm(total=len(todo), desc=f"flow {dataset}", unit="video", mininterval=1.0) as bar:
-        for t, record in flow_results(tasks, workers):
-            row = index.loc[todo[t]]
-            entry = {"video_id": row.video_id, "path": row.path}
-            if record["status"] == "stored":
-                compute_s += record["seconds"]
-                rec = {**entry, "store_path": row.store_path,
-                       **{k: record[k] for k in ("num_frames", "height", "width")},
-                       "flow_size": (out_root / row.store_path).stat().st_size,
-                       "frames_size": (frames_root / row.store_path).stat().st_size,
-                       "seconds": round(record["seconds"], 4), "settings": settings}
-                jf.write(json.dumps(rec) + "\n")
-                jf.flush()
-                done[row.store_path] = rec
-            else:
-                target = quarantined if record["status"] == "quarantined" else failed
-                target[row.store_path] = {**entry, "reason": record["reason"], "detail": record["detail"]}
-                log.warning("%s: no flow (%s): %s", row.path, record["reason"], record["detail"])
-            bar.update(1)
+    try:
+        with disk_full_guard(journal_file), journal.open_for_append(journal_file) as jf, \
+                tqdm(total=len(todo), desc=f"flow {dataset}", unit="video", mininterval=1.0) as bar:
+            for t, record in flow_results(tasks, workers):
+                row = index.loc[todo[t]]
+                entry = {"video_id": row.video_id, "path": row.path}
+                if record["status"] == "stored":
+                    compute_s += record["seconds"]
+                    rec = {**entry, "store_path": row.store_path,
+                           **{k: record[k] for k in ("num_frames", "height", "width")},
+                           "flow_size": (out_root / row.store_path).stat().st_size,
+                           "frames_size": (frames_root / row.store_path).stat().st_size,
+                           "seconds": round(record["seconds"], 4), "settings": settings}
+                    jf.write(json.dumps(rec) + "\n")
+                    jf.flush()
+                    done[row.store_path] = rec
+                else:
+                    target = quarantined if record["status"] == "quarantined" else failed
+                    target[row.store_path] = {**entry, "reason": record["reason"], "detail": record["detail"]}
+                    log.warning("%s: no flow (%s): %s", row.path, record["reason"], record["detail"])
+                bar.update(1)
+    except DiskFullError as err:
+        raise journal.stopped_by_full_disk(err, out_root, f"flow {dataset}", len(done)) from err
 
     order = list(index.store_path)
     flow_index = pd.DataFrame([done[s] for s in order if s in done], columns=INDEX_COLUMNS)

@@ -54,8 +54,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    prune(args.dataset, args.split, args.model, args.ratio, params, params_file=str(args.params),
-          overrides=args.overrides)
+    out = runs.run_dir(args.dataset, args.split, args.model, runs.variant_name(args.ratio))
+    with runs.run_lock(out), runs.no_stale_metrics(out):  # one process per run directory
+        prune(args.dataset, args.split, args.model, args.ratio, params, params_file=str(args.params),
+              overrides=args.overrides)
 
 
 def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict,

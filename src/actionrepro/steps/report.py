@@ -97,6 +97,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
+    from actionrepro.io import remove_atomic_temps
+
+    remove_atomic_temps(args.out, recursive=True)  # figures/tables a failed or killed build left half-written
     build_report(params, out=args.out, params_file=args.params)
 
 

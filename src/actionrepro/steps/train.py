@@ -15,7 +15,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args, params: dict) -> None:
-    train(args.dataset, args.split, args.model, params, params_file=str(args.params), overrides=args.overrides)
+    out = runs.run_dir(args.dataset, args.split, args.model)
+    with runs.run_lock(out), runs.no_stale_metrics(out):  # one process per run directory
+        train(args.dataset, args.split, args.model, params, params_file=str(args.params), overrides=args.overrides)
 
 
 def train(dataset: str, split: int, model: str, params: dict, params_file: str | None = None,
