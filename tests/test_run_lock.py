@@ -122,9 +122,9 @@ def test_train_prune_and_evaluate_hold_the_run_lock_while_they_run(tmp_path, mon
     def work(*args, **kw):
         seen.append((lock_is_held(run), (run / ".checkpoint.pt.x1.tmp").exists()))
 
-    target = {"train": "actionrepro.engine.runner.train"}.get(step, f"actionrepro.steps.{step}.{step}")
-    monkeypatch.setattr(target, work)
-    args = types.SimpleNamespace(dataset="synth_ucf101", split=1, model="tsn", ratio=0.5, variant=variant)
+    monkeypatch.setattr(f"actionrepro.steps.{step}.{step}", work)
+    args = types.SimpleNamespace(dataset="synth_ucf101", split=1, model="tsn", ratio=0.5, variant=variant,
+                                 params="params.yaml", overrides=[])
     module.run(args, {})
     assert seen == [(True, False)] and not lock_is_held(run)
 
