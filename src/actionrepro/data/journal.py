@@ -17,6 +17,15 @@ from actionrepro.errors import DiskFullError
 FILE_NAME = "progress.jsonl"
 
 
+def start(root: Path, settings: dict, key: str) -> dict[str, dict]:
+    """Begin a resumable store step in `root`: nothing there looks finished any more (summary.json
+    is removed), half-written temporaries are gone, and the journal's records are returned."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").unlink(missing_ok=True)
+    remove_stale_temps(root)
+    return read(root / FILE_NAME, settings, key)
+
+
 def read(file: Path, settings: dict, key: str) -> dict[str, dict]:
     """Records of earlier runs with the same settings, by `rec[key]` (a torn last line is ignored)."""
     out: dict[str, dict] = {}

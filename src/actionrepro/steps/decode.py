@@ -50,11 +50,8 @@ def decode_dataset(dataset: str, params: dict, workers: int) -> None:
     videos = list(zip(unique.video_id, unique.path))  # (video_id, path), each video once
 
     src_root, out_root = paths.videos_dir(dataset), paths.frames_dir(dataset)
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "summary.json").unlink(missing_ok=True)  # not complete until this run says so
-    journal.remove_stale_temps(out_root)
+    finished = journal.start(out_root, settings, "path")
     journal_file = out_root / JOURNAL
-    finished = journal.read(journal_file, settings, "path")
     t0 = time.perf_counter()
 
     stored: dict[str, dict] = {}

@@ -61,11 +61,8 @@ def compute_flow(dataset: str, params: dict, workers: int) -> None:
 
     frames_root, out_root = paths.frames_dir(dataset), paths.flow_dir(dataset)
     index, decode_quarantine = read_frames_index(dataset)
-    out_root.mkdir(parents=True, exist_ok=True)
-    (out_root / "summary.json").unlink(missing_ok=True)  # present only once this run has finished
-    journal.remove_stale_temps(out_root)
+    finished = journal.start(out_root, settings, "store_path")
     journal_file = out_root / JOURNAL
-    finished = journal.read(journal_file, settings, "store_path")
     t0 = time.perf_counter()
 
     done: dict[str, dict] = {}
