@@ -63,13 +63,27 @@ def test_no_library_imports_a_step_and_no_step_imports_another():
             assert module == "actionrepro.cli" or not steps, f"library {module} imports step(s) {sorted(steps)}"
 
 
+def step_file(step: str) -> Path:
+    """The file of a CLI subcommand: steps/<step with '-' as '_'>.py (evaluate-checkpoint -> evaluate_checkpoint.py)."""
+    return PACKAGE / "steps" / f"{step.replace('-', '_')}.py"
+
+
+def steps_without_module(steps) -> list[str]:
+    return [step for step in steps if not step_file(step).is_file()]
+
+
 def test_every_cli_step_has_its_module_with_the_shared_entry_points():
     listed = set(cli.build_parser([])._subparsers._group_actions[0].choices)
     assert listed == set(STEP_HELP)
+    assert steps_without_module(sorted(listed)) == []
     for step in listed:
         module = cli.step_module(step)
-        assert Path(module.__file__) == PACKAGE / "steps" / f"{step}.py"
+        assert Path(module.__file__) == step_file(step)
         assert callable(module.add_arguments) and callable(module.run), step
+
+
+def test_a_cli_step_without_its_module_fails_the_layout_rule():
+    assert steps_without_module(["evaluate-checkpoint", "evaluate", "no-such-step"]) == ["no-such-step"]
 
 
 def test_the_workflow_files_hold_rules_only():

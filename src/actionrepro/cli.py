@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from actionrepro.errors import ActionReproError
-from actionrepro.steps import STEP_HELP, TORCH_STEPS
+from actionrepro.steps import STEP_HELP, TORCH_STEPS, module_name
 
 log = logging.getLogger("actionrepro")
 
@@ -73,8 +73,8 @@ def chosen_step(argv: list[str]) -> str | None:
 
 
 def step_module(name: str) -> ModuleType:
-    """actionrepro.steps.<name>: every step has add_arguments(parser) and run(args, params)."""
-    return importlib.import_module(f"actionrepro.steps.{name}")
+    """actionrepro.steps.<name> ('-' as '_'): every step has add_arguments(parser) and run(args, params)."""
+    return importlib.import_module(module_name(name))
 
 
 def run_step(args) -> None:
@@ -84,7 +84,7 @@ def run_step(args) -> None:
 
 
 # Steps that end when the process that started them dies (a killed Snakemake leaves no orphan).
-DIE_WITH_PARENT = ("train", "prune", "evaluate")
+DIE_WITH_PARENT = ("train", "prune", "evaluate", "evaluate-checkpoint")
 
 
 def guarded(step: str):

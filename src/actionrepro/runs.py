@@ -31,6 +31,7 @@ LOCK_FILE = ".lock"
 LOCK_WAIT_S = 5.0  # a short wait: a step that just finished may still be closing its files
 DENSE = "dense"
 PRUNED_PREFIX = "pruned-"
+EXTERNAL_PREFIX = "external-"  # runs of checkpoints trained elsewhere (actionrepro evaluate-checkpoint)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ def run_dir(dataset: str, split: int, model: str, variant: str = DENSE) -> Path:
 def variant_name(ratio: float) -> str:
     """The run-directory name of a pruning ratio (`pruned-0.3`)."""
     return f"{PRUNED_PREFIX}{float(ratio):g}"
+
+
+def external_variant(name: str) -> str:
+    """The run-directory name of an external checkpoint called `name` (`external-<name>`)."""
+    if not name or not all(c.isalnum() or c in "._-" for c in name) or name.startswith("."):
+        raise ActionReproError(f"external run name {name!r} must be letters, digits, '.', '_' or '-' "
+                               "(it names a directory); pass --name NAME")
+    return EXTERNAL_PREFIX + name
 
 
 def variant_names(ratios: list[float]) -> list[str]:
@@ -168,6 +177,9 @@ def no_stale_metrics(path: str | Path) -> Iterator[None]:
 def step_commands(run: RunId, params_file: str | None = None) -> list[str]:
     """The CLI steps that produce this run's weights and evaluation, once the data steps are done."""
     opt = f" --params {params_file}" if params_file else ""
+    if run.variant.startswith(EXTERNAL_PREFIX):
+        name = run.variant.removeprefix(EXTERNAL_PREFIX)
+        return [f"actionrepro evaluate-checkpoint {run.dataset} {run.split} {run.model} CHECKPOINT --name {name}{opt}"]
     cmds = [f"actionrepro train {run.dataset} {run.split} {run.model}{opt}"]
     if run.variant != DENSE:
         cmds.append(f"actionrepro prune {run.dataset} {run.split} {run.model} "
@@ -181,7 +193,8 @@ def weights_command(path: str | Path) -> str:
     run = run_id_of(path)
     if run is None:
         return "actionrepro train DATASET SPLIT MODEL (or prune DATASET SPLIT MODEL RATIO)"
-    return step_commands(run)[-2]
+    commands = step_commands(run)
+    return commands[0] if run.variant.startswith(EXTERNAL_PREFIX) else commands[-2]
 
 
 def reproduce_command(run: RunId, params_file: str) -> str:

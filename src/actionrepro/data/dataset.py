@@ -144,6 +144,19 @@ class ClipDraw:
     flip: bool
 
 
+@dataclass(frozen=True)
+class StoreTable:
+    """Frame stores to read instead of a split's manifest (e.g. videos decoded for `actionrepro predict`):
+    videos has STORE_COLUMNS, store_path relative to frames_root; label may be a placeholder (0)."""
+
+    frames_root: Path
+    videos: pd.DataFrame
+    num_classes: int
+
+
+STORE_COLUMNS = ("video_id", "path", "label", "store_path", "num_frames")
+
+
 # ---------------------------------------------------------------- tables
 
 def _read_csv(path: Path, what: str, fix: str) -> pd.DataFrame:
@@ -184,7 +197,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset: str, split: int, subset: Literal["train", "test"], spec: InputSpec, params: dict,
                  mode: Literal["train", "test"], views: tuple[int, int] = (1, 1), video_ids: list[str] | None = None,
-                 decode_on: Literal["host", "device"] = "host"):
+                 decode_on: Literal["host", "device"] = "host", stores: StoreTable | None = None):
         if mode not in ("train", "test"):
             raise ValueError(f"mode must be 'train' or 'test', got {mode!r}")
         if decode_on not in ("host", "device"):
@@ -202,7 +215,11 @@ class VideoClipDataset(torch.utils.data.Dataset):
         self.hflip = bool(params["augment"]["hflip"].get(dataset, True))
         self.epoch = 0
         self.frames_root, self.flow_root = paths.frames_dir(dataset), paths.flow_dir(dataset)
-        self.videos, self.excluded, self.num_classes = self._load(video_ids)
+        if stores is None:
+            self.videos, self.excluded, self.num_classes = self._load(video_ids)
+        else:
+            self.frames_root = Path(stores.frames_root)
+            self.videos, self.excluded, self.num_classes = self._given(stores)
         keep = [c for c in ("path", "label", "store_path", "num_frames", "flow_store_path", "flow_num_frames")
                 if c in self.videos]
         self._rows = [{k: (int(v) if k in ("label", "num_frames", "flow_num_frames") else v) for k, v in r.items()}
@@ -265,6 +282,16 @@ class VideoClipDataset(torch.utils.data.Dataset):
                                   for (step, reason), n in excluded.groupby(["step", "reason"]).size().items()),
                         " and ".join(f"{root}/quarantine.csv" for _, root, _ in steps))
         return rows, excluded, num_classes
+
+    def _given(self, stores: StoreTable) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+        """The videos of `stores` (RGB only: no flow store is read), none excluded."""
+        if self.spec.flow:
+            raise ValueError("a dataset over given stores reads RGB frame stores only; this model also needs flow")
+        missing = [c for c in STORE_COLUMNS if c not in stores.videos.columns]
+        if missing:
+            raise ValueError(f"stores.videos lacks column(s) {', '.join(missing)} (needs {', '.join(STORE_COLUMNS)})")
+        videos = stores.videos.reset_index(drop=True).astype({"label": np.int64, "num_frames": np.int64})
+        return videos, pd.DataFrame(columns=MANIFEST_COLUMNS + ["step", "reason", "detail"]), int(stores.num_classes)
 
     def __len__(self) -> int:
         return len(self.videos)

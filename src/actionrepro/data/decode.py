@@ -344,3 +344,18 @@ def file_size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return -1
+
+
+def decode_files(videos: list[Path], out_root: Path, short_side: int, quality: int, timeout_s: float,
+                 workers: int = 1) -> list[dict]:
+    """Decode loose video files (not a dataset) into stores out_root/<i>.frames, exactly as the
+    decode step would (same worker, resize rule and JPEG quality); one record per video, in order,
+    each with `store_path` (relative to out_root) added when stored."""
+    tasks = [(str(src), str(out_root / f"{i}{store.SUFFIX}"), short_side, quality) for i, src in enumerate(videos)]
+    records: list[dict] = [{} for _ in tasks]
+
+    def on_result(i: int, record: dict) -> None:
+        records[i] = {**record, "store_path": f"{i}{store.SUFFIX}"} if record["status"] == "stored" else record
+
+    run_pool(tasks, workers, timeout_s, on_result)
+    return records

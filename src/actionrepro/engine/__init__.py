@@ -7,6 +7,7 @@ loop:        the resumable epoch loop (fit: train_one_epoch, validate, checkpoin
 monitor:     progress bars on a terminal, log lines in log files, TensorBoard scalars (rank 0).
 runner:      training one model on one split's TRAIN list (the train step and prune's fine-tune).
 evaluation:  views, exactly-once predictions over ranks, per-protocol metrics.
+evaluate_run: one run directory on its test list (the evaluate step, evaluate-checkpoint).
 determinism: seeds, RNG state capture/restore, deterministic CPU kernels.
 optim:       parameter groups with weight-decay exclusions, optimizers, warmup schedules.
 checkpoint:  atomic save, weights_only load.

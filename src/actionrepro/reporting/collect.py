@@ -34,6 +34,7 @@ RESULT_COLUMNS = [
     "params", "gflops", "latency_ms", "latency_device", "latency_device_name",
     "train_seconds", "epochs", "selected_epoch", "train_device", "pretrained", "seed",
     "commit", "torch", "cpu", "gpu", "environment", "params_hash", "run_dir", "reproduce", "environment_differs",
+    "external",
 ]
 STATUS_COLUMNS = ["dataset", "split", "model", "variant", "state", "detail", "run_dir"]
 QUARANTINE_COLUMNS = ["dataset", "step", "video_id", "path", "reason", "detail"]
@@ -296,8 +297,37 @@ def collect_results(params: dict, phash: str, params_file: str) -> tuple[pd.Data
             rows += found
         status.append({"dataset": ds, "split": k, "model": m, "variant": v, "state": state, "detail": detail,
                        "run_dir": run.as_posix()})
-    results = flag_environments(pd.DataFrame(rows, columns=RESULT_COLUMNS[:-1]))
+    results = flag_environments(pd.DataFrame(rows, columns=RESULT_COLUMNS[:-2])).assign(external=False)
     return results[RESULT_COLUMNS], pd.DataFrame(status, columns=STATUS_COLUMNS)
+
+
+def external_run_dirs() -> list[runs.RunId]:
+    """Evaluated runs of external checkpoints: runs/*/split*/*/external-*/eval.json (never expected runs)."""
+    if not runs.RUNS.is_dir():
+        return []
+    found = sorted(runs.RUNS.glob(f"*/split*/*/{runs.EXTERNAL_PREFIX}*/eval.json"))
+    return [run for run in (runs.run_id_of(p.parent) for p in found) if run is not None]
+
+
+def external_results(phash: str) -> pd.DataFrame:
+    """One row per external run x view protocol, marked external=True; kept apart from the expected
+    runs, so no dense/pruned table or figure ever aggregates them (they go to results.csv only)."""
+    rows = []
+    for run in external_run_dirs():
+        try:
+            found = read_run(run.dataset, run.split, run.model, run.variant)
+        except Unreadable as err:
+            log.warning("report: external run %s skipped: %s", run.dir, err)
+            continue
+        source = (_optional_json(run.dir / "model.json").get("external") or {})
+        for row in found:
+            row.update(seed=_number(row["seed"]), params_hash=phash, commit="", torch="", cpu="", gpu="",
+                       environment="", environment_differs=False, external=True, pretrained="external",
+                       reproduce=f"actionrepro evaluate-checkpoint {run.dataset} {run.split} {run.model} "
+                                 f"{source.get('path', 'CHECKPOINT')} --name "
+                                 f"{run.variant.removeprefix(runs.EXTERNAL_PREFIX)}")
+        rows += found
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
 def run_provenance(run: runs.RunId) -> dict:
@@ -324,7 +354,8 @@ def stray_runs(params: dict) -> list[str]:
     wanted = {runs.run_dir(*key).as_posix() for key in expected_runs(params)}
     if not runs.RUNS.is_dir():
         return []
-    found = sorted(p.parent.as_posix() for p in runs.RUNS.glob("*/split*/*/*/eval.json"))
+    found = sorted(p.parent.as_posix() for p in runs.RUNS.glob("*/split*/*/*/eval.json")
+                   if not p.parent.name.startswith(runs.EXTERNAL_PREFIX))  # external runs: rows of their own
     return [p for p in found if p not in wanted]
 
 

@@ -19,10 +19,20 @@ STEP_HELP = {
     "prune": "prune a trained model structurally and fine-tune it -> pruned-RATIO",
     "evaluate": "evaluate a trained (dense or pruned) model on the test list",
     "report": "compile runs/ into reports/ (tables, figures, report.md/html)",
+    # Tools outside the DAG: they read runs (and write external-* runs), nothing depends on them.
+    "predict": "top-5 classes of video files of your own under a trained run (one JSON line per video)",
+    "evaluate-checkpoint": "evaluate an external checkpoint (torchvision, mmaction2, TDN, S2TF-Net, ours) "
+                           "-> runs/DATASET/splitK/MODEL/external-NAME",
 }
 STEP_NAMES = tuple(STEP_HELP)
 # Steps whose work runs in torch (threads set before torch loads OpenMP).
-TORCH_STEPS = ("decode", "flow", "train", "prune", "evaluate")
+TORCH_STEPS = ("decode", "flow", "train", "prune", "evaluate", "predict", "evaluate-checkpoint")
+
+
+def module_name(step: str) -> str:
+    """The module of a CLI subcommand: actionrepro.steps.<step with '-' as '_'> (evaluate-checkpoint ->
+    evaluate_checkpoint), the one rule from CLI name to file."""
+    return "actionrepro.steps." + step.replace("-", "_")
 
 
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:

@@ -61,7 +61,9 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
         writer(path, payload)
         written[name] = path
 
-    put("results", out / "results.csv", atomic_write_csv, results)
+    external = collect.external_results(phash)  # extra rows, never in the tables' aggregates
+    put("results", out / "results.csv", atomic_write_csv,
+        pd.concat([results, external], ignore_index=True) if len(external) else results)
     put("temporal_order", out / "temporal_order.csv", atomic_write_csv, temporal_csv)
     put("pruning", out / "pruning.csv", atomic_write_csv, pruning_csv)
     put("run_status", out / "run_status.csv", atomic_write_csv, status)
