@@ -14,23 +14,17 @@ The report shows what exists: a partial run gives a partial report that names wh
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import math
 from pathlib import Path
 
 import pandas as pd
 
-from actionrepro import paths, provenance, runs
+from actionrepro import paths, provenance
 from actionrepro.errors import ActionReproError
 from actionrepro.io import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
-from actionrepro.reporting import collect, figures, html, tables
+from actionrepro.reporting import collect, document, figures, html, tables
 
 log = logging.getLogger(__name__)
-
-TITLE = "actionrepro benchmark report"
-QUARANTINE_SHOWN = 200
-
 
 def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Path | None = None) -> dict[str, Path]:
     """Build every report file under `out` from what the steps wrote; return {name: path}.
@@ -45,7 +39,7 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     refuse_other_report(out, params_file, phash)
     results, status = collect.collect_results(params, phash, params_file)
     paper = tables.paper_views(params)
-    infos = model_infos(params["models"])
+    infos = document.model_infos(params["models"])
 
     main = tables.main_table(results, params, infos)
     pruning_csv = tables.pruning_tests(results, params)
@@ -53,7 +47,7 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     temporal, temporal_csv = tables.temporal_order(results, params)
     stores = collect.store_summaries(params["datasets"])
     quarantine = collect.quarantined_videos(params["datasets"])
-    figure_list = make_figures(results, params, paper)
+    figure_list = document.make_figures(results, params, paper)
 
     written: dict[str, Path] = {}
 
@@ -68,12 +62,13 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     put("pruning", out / "pruning.csv", atomic_write_csv, pruning_csv)
     put("run_status", out / "run_status.csv", atomic_write_csv, status)
     put("quarantine", out / "quarantine.csv", atomic_write_csv, quarantine)
-    for name, frame, caption in (("main", main, main_caption(params)), ("pruning", pruning, PRUNING_CAPTION),
-                                 ("temporal_order", temporal, TEMPORAL_CAPTION)):
+    for name, frame, caption in (("main", main, document.main_caption(params)),
+                                 ("pruning", pruning, document.PRUNING_CAPTION),
+                                 ("temporal_order", temporal, document.TEMPORAL_CAPTION)):
         put(f"table_{name}_md", out / "tables" / f"{name}.md", atomic_write_text,
             html.render_markdown([("table", frame, caption)]))
         put(f"table_{name}_html", out / "tables" / f"{name}.html", atomic_write_text,
-            html.render_html([("table", frame, caption)], f"{TITLE}: {name}"))
+            html.render_html([("table", frame, caption)], f"{document.TITLE}: {name}"))
     figure_blocks = []
     for name, fig, caption in figure_list:
         png, svg = figures.render(fig)
@@ -82,10 +77,10 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
         figure_blocks.append(("figure", name, png, caption))
     remove_stale_figures(out / "figures", {p.name for p in written.values()})
 
-    blocks = report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal,
+    blocks = document.report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal,
                            stores, quarantine, figure_blocks)
     put("report_md", out / "report.md", atomic_write_text, html.render_markdown(blocks))
-    put("report_html", out / "report.html", atomic_write_text, html.render_html(blocks, TITLE))
+    put("report_html", out / "report.html", atomic_write_text, html.render_html(blocks, document.TITLE))
     put("provenance", out / provenance.FILE_NAME, atomic_write_json,
         {"params_file": params_file, "params_hash": phash, "git": git})
     evaluated = int((status["state"] == collect.EVALUATED).sum())
@@ -130,284 +125,9 @@ def resolve_params_file(params: dict, given: str | Path | None = None) -> str:
     return "PARAMS_FILE"
 
 
-def model_infos(models: list[str]) -> dict:
-    """Registry facts (title, provenance, published numbers) per model; None where not registered."""
-    from actionrepro.models.registry import model_info
-
-    infos = {}
-    for model in models:
-        try:
-            infos[model] = model_info(model)
-        except ActionReproError as err:
-            log.warning("report: no registry entry for %s (%s); its published numbers stay empty", model, err)
-            infos[model] = None
-    return infos
-
-
 def remove_stale_figures(folder: Path, keep: set[str]) -> None:
     """Delete figures of an earlier build that this build did not draw (e.g. a dropped model)."""
     if folder.is_dir():
         for path in folder.iterdir():
             if path.suffix in (".png", ".svg") and path.name not in keep:
                 path.unlink()
-
-
-# ---------------------------------------------------------------- figures
-def make_figures(results: pd.DataFrame, params: dict, paper: str) -> list[tuple[str, object, str]]:
-    """(name, Figure, caption) of every figure there is data for."""
-    models = list(params["models"])
-    summary = tables.split_summary(results, paper)
-    out = []
-    fig = figures.accuracy_vs_gflops(summary, models, paper)
-    if fig is not None:
-        out.append(("accuracy_vs_gflops", fig,
-                    f"Top-1 ({paper}, mean over the splits run) against GFLOPs per clip. Circles: dense; "
-                    "triangles: pruned (labelled with the ratio); lines join the variants of one model; "
-                    "dashed: the Pareto front over all points."))
-    fig = figures.accuracy_vs_ratio(summary, models, paper)
-    if fig is not None:
-        out.append(("accuracy_vs_pruning_ratio", fig,
-                    f"Top-1 ({paper}) against the pruning ratio (0 = dense); error bars: sample std over splits."))
-    for ds in params["datasets"]:
-        split, histories = first_split_histories(ds, params)
-        fig = figures.training_curves(ds, histories, models, split) if histories else None
-        if fig is not None:
-            out.append((f"training_curves_{ds}", fig,
-                        f"{ds}, split {split}, dense: training loss and accuracy per epoch (from history.csv); "
-                        "dashed lines are the validation subset carved from the training split, if any."))
-        panels = best_worst_confusions(results, ds, paper)
-        fig = figures.confusion_matrices(ds, panels) if panels else None
-        if fig is not None:
-            out.append((f"confusion_{ds}", fig,
-                        f"{ds}: confusion matrices ({paper}, row-normalised, counts in cells) of the best and the "
-                        "worst dense model by top-1 on the first split run."))
-    return out
-
-
-def first_split_histories(dataset: str, params: dict) -> tuple[int, dict[str, pd.DataFrame]]:
-    """Dense training histories of the first split (in params order) that has any."""
-    for split in params["splits"]:
-        histories = {}
-        for model in params["models"]:
-            history = collect.read_history(dataset, split, model)
-            if history is not None:
-                histories[model] = history
-        if histories:
-            return split, histories
-    return 0, {}
-
-
-def best_worst_confusions(results: pd.DataFrame, dataset: str, views: str) -> list[tuple[str, list, list]]:
-    if results.empty:
-        return []
-    rows = results[(results["dataset"] == dataset) & (results["variant"] == "dense") & (results["views"] == views)]
-    if rows.empty:
-        return []
-    split = int(rows["split"].min())
-    rows = rows[rows["split"] == split].sort_values(["top1", "model"], ascending=[False, True])
-    picks = [("best", rows.iloc[0])] + ([("worst", rows.iloc[-1])] if len(rows) > 1 else [])
-    panels = []
-    for label, row in picks:
-        found = collect.read_confusion(dataset, split, row["model"], "dense", views)
-        if found is not None:
-            panels.append((f"{label}: {row['model']} (top-1 {row['top1']:.2f}%, split {split})", *found))
-    return panels
-
-
-# ---------------------------------------------------------------- the document
-PRUNING_CAPTION = ("Structured pruning, per dataset, model and ratio, over the n splits where both the dense and "
-                   "the pruned run were evaluated (paper view protocol). Δ top-1 = pruned − dense in points "
-                   "(mean ± sample std); reductions are 1 − pruned/dense of FLOPs per clip and parameters; "
-                   "speed-up = dense / pruned median batch-1 latency, on the device kind it was measured on "
-                   "(empty: not measured there). p: exact paired McNemar test of pruned against dense on the "
-                   "per-video top-1 outcomes of the same test videos, pooled over the n splits (each split's own "
-                   "p-value and both protocols are in pruning.csv); n.s.: not significant at 0.05.")
-TEMPORAL_CAPTION = ("Temporal order on the synthetic datasets: every class has a time-reversed twin; reversed-pair "
-                    "accuracy restricts each decision to the video's pair, so a model blind to frame order scores "
-                    "the chance level of 50%. Mean ± sample std over splits. Δ and p vs tsn: each model against tsn "
-                    "(same variant) over the splits both were evaluated on; p is the exact paired McNemar test on the "
-                    "per-video reversed-pair decisions, pooled over those splits; n.s.: not significant at 0.05.")
-
-
-def main_caption(params: dict) -> str:
-    return (f"Top-1 accuracy (%) of the dense models: split 1 and mean ± sample std (ddof=1) over the splits "
-            f"run (n; '—' when n=1), for the fast 1x1 and the paper {tables.paper_views(params)} view protocol. "
-            "Published numbers come from the model registry with their provenance (code: the authors' released "
-            "code or model zoo; abstract; reconstruction; recalled: quoted from memory, not re-checked) and the "
-            "protocol they were measured under; 'ours − published' compares with our number on the same basis "
-            "(split 1 or the mean over splits) at the paper view protocol. Empty: nothing published. "
-            "'init' is our initialisation (pretrained option).")
-
-
-def _duration(seconds: float) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return ""
-    seconds = float(seconds)
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
-
-
-def _shorten(text: str, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _runs(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per evaluated run (the results frame has one per view protocol)."""
-    return results.drop_duplicates(["dataset", "split", "model", "variant"]) if len(results) else results
-
-
-def report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal, stores,
-                  quarantine, figure_blocks) -> list[tuple]:
-    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    evaluated = int((status["state"] == collect.EVALUATED).sum())
-    blocks: list[tuple] = [
-        ("h1", TITLE),
-        ("p", f"Built {now} from commit `{git['commit']}`" + (" (with uncommitted changes)" if git["dirty"] else "")
-         + f", params `{params_file}` (sha256 of the canonical JSON `{phash[:16]}…`)."),
-        ("p", f"**{evaluated} of {len(status)} expected runs evaluated** "
-              f"({len(params['datasets'])} dataset(s) × {len(params['splits'])} split(s) × "
-              f"{len(params['models'])} model(s) × {len(runs.variant_names(params['prune']['ratios']))} variant(s)); "
-              "every number below comes from the files under `runs/` and `data/`; nothing is filled in."),
-    ]
-    blocks += what_was_run(params, params_file)
-    blocks += hardware(results)
-    blocks += timing(results, stores)
-    blocks += problems(params, results, status, stores, quarantine)
-    blocks += [("h2", "Results"), ("table", main, main_caption(params))]
-    if len(pruning):
-        blocks += [("h3", "Pruning"), ("table", pruning, PRUNING_CAPTION)]
-    if len(temporal):
-        blocks += [("h3", "Temporal order (synthetic datasets)"), ("table", temporal, TEMPORAL_CAPTION)]
-    blocks += [("h2", "Figures")]
-    blocks += figure_blocks or [("p", "No figures: no run has been evaluated yet.")]
-    blocks += reproduce(params_file, results)
-    return blocks
-
-
-def what_was_run(params: dict, params_file: str) -> list[tuple]:
-    train, ev, prune = params["train"], params["evaluate"], params["prune"]
-    options = params.get("architectures") or {}
-    items = [
-        f"params file: `{params_file}`; scale: `{params['scale']}`; seed: {params['seed']}",
-        f"datasets: {', '.join(params['datasets'])}; official splits: {', '.join(map(str, params['splits']))}",
-        f"models: {', '.join(params['models'])}",
-        f"training: {train['epochs']} epochs, batch {train['batch_size']}, {train['optimizer']} lr {train['lr']}, "
-        f"{train['schedule']} schedule, weight decay {train['weight_decay']}, amp {train.get('amp', 'off')}, "
-        f"model selection: {'last epoch' if not train.get('val_fraction') else 'best on a validation subset of the train split'}",
-        f"evaluation: 1x1 and {ev['clips']}x{ev['crops']} views (clips x crops), scores = mean of per-view softmax",
-        f"pruning: ratios {', '.join(f'{r:g}' for r in prune['ratios']) or 'none'}, importance {prune['importance']}, "
-        f"{'global' if prune['global_pruning'] else 'per-layer'}, fine-tune {prune['finetune_epochs']} epochs "
-        f"at lr {prune['finetune_lr']}",
-    ]
-    items += [f"architecture options for {m}: `{options[m]}`" for m in params["models"] if options.get(m)]
-    return [("h2", "What was run"), ("ul", items)]
-
-
-def hardware(results: pd.DataFrame) -> list[tuple]:
-    env = collect.environment()
-    items = [f"CPU: {env['cpu']}, {env['cores']} cores ({env['usable_cores']} usable by this process)",
-             f"GPU: {', '.join(env['gpus']) if env['gpus'] else 'none'}",
-             f"torch {env['torch']} (CUDA {env['cuda']}), Python {env['python']}, {env['platform']}"]
-    blocks = [("h2", "Hardware"), ("p", "The machine that built this report:"), ("ul", items)]
-    run_rows = _runs(results)
-    if len(run_rows):
-        devices = (run_rows.assign(train_device=run_rows["train_device"].replace("", "unknown"),
-                                   latency_device_name=run_rows["latency_device_name"].replace("", "unknown"))
-                   .groupby(["train_device", "latency_device_name"]).size().reset_index(name="runs")
-                   .rename(columns={"train_device": "trained on", "latency_device_name": "latency measured on"}))
-        blocks.append(("table", devices, "Devices recorded by the runs themselves (metrics.json, eval.json)."))
-    return blocks
-
-
-def timing(results: pd.DataFrame, stores: pd.DataFrame) -> list[tuple]:
-    blocks: list[tuple] = [("h2", "How long")]
-    run_rows = _runs(results)
-    if len(run_rows):
-        rows = []
-        for ds, part in run_rows.groupby("dataset", sort=False):
-            dense, pruned = part[part["variant"] == "dense"], part[part["variant"] != "dense"]
-            rows.append({"dataset": ds, "runs": len(part),
-                         "training (dense)": _duration(dense["train_seconds"].sum(min_count=1)),
-                         "fine-tuning (pruned)": _duration(pruned["train_seconds"].sum(min_count=1))})
-        dense_rows = run_rows["variant"] == "dense"
-        rows.append({"dataset": "all", "runs": len(run_rows),
-                     "training (dense)": _duration(run_rows.loc[dense_rows, "train_seconds"].sum(min_count=1)),
-                     "fine-tuning (pruned)": _duration(run_rows.loc[~dense_rows, "train_seconds"].sum(min_count=1))})
-        blocks.append(("table", pd.DataFrame(rows), "Training wall time (sum of metrics.json wall_time_s)."))
-    done = stores[stores["state"] == "done"] if len(stores) else stores
-    if len(done):
-        frame = done[["dataset", "step", "videos"]].assign(**{"wall time": done["seconds"].map(_duration)})
-        blocks.append(("table", frame, "Data steps: wall time of their last run (videos reused from an earlier "
-                                       "run are not re-timed)."))
-    bench = collect.benchmark_times()
-    if len(bench):
-        per_rule = bench.groupby("rule", sort=True).agg(jobs=("job", "size"), seconds=("seconds", "sum")).reset_index()
-        per_rule.loc[len(per_rule)] = ["all", int(per_rule["jobs"].sum()), per_rule["seconds"].sum()]
-        per_rule["wall time"] = per_rule.pop("seconds").map(_duration)
-        blocks.append(("table", per_rule, "Snakemake jobs: summed wall time per rule (benchmarks/)."))
-    if len(blocks) == 1:
-        blocks.append(("p", "No timings recorded yet."))
-    return blocks
-
-
-def problems(params, results, status, stores, quarantine) -> list[tuple]:
-    blocks: list[tuple] = [("h2", "Missing, failed and quarantined")]
-    not_done = status[status["state"] != collect.EVALUATED]
-    if len(not_done):
-        counts = not_done["state"].value_counts()
-        blocks.append(("p", f"{len(not_done)} of {len(status)} expected runs have no evaluation: "
-                            + ", ".join(f"{n} {state}" for state, n in counts.items())
-                            + ". Their cells in the tables read 'missing' or count fewer splits (n=… of …)."))
-        blocks.append(("table", not_done[["dataset", "split", "model", "variant", "state", "detail"]],
-                       "Expected runs (from the params) without an eval.json."))
-    else:
-        blocks.append(("p", f"All {len(status)} expected runs were evaluated."))
-    if len(stores):
-        blocks.append(("table", stores.drop(columns="seconds"),
-                       "Frame store (decode) and flow store per dataset: videos set aside by reason."))
-    if len(quarantine):
-        shown = quarantine.head(QUARANTINE_SHOWN)
-        more = (f" The first {QUARANTINE_SHOWN} of {len(quarantine)} are shown; all are in quarantine.csv."
-                if len(quarantine) > QUARANTINE_SHOWN else "")
-        counts = quarantine.groupby(["dataset", "step"]).size()
-        blocks.append(("p", "Quarantined videos: " + ", ".join(f"{ds} ({step}) {n}" for (ds, step), n in counts.items())
-                       + ". They are excluded from training and testing and counted, never silently dropped." + more))
-        shown = shown.assign(detail=shown["detail"].map(_shorten))
-        blocks.append(("table", shown[["dataset", "step", "video_id", "reason", "detail"]],
-                       "Quarantined videos (details shortened; quarantine.csv has them whole)."))
-    else:
-        blocks.append(("p", "No video was quarantined."))
-    run_rows = _runs(results)
-    dense = run_rows[run_rows["variant"] == "dense"] if len(run_rows) else run_rows
-    if len(dense) and dense["excluded"].fillna(0).gt(0).any():
-        excluded = (dense.groupby(["dataset", "split"]).agg(test_videos=("num_videos", "max"),
-                                                             excluded=("excluded", "max")).reset_index())
-        excluded = excluded.astype({"test_videos": "Int64", "excluded": "Int64"})
-        blocks.append(("table", excluded, "Test videos evaluated and test videos excluded (quarantined) per split."))
-    stray = collect.stray_runs(params)
-    if stray:
-        blocks.append(("p", f"{len(stray)} evaluated run(s) under `runs/` are not asked for by these params and are "
-                            "left out of this report: " + ", ".join(f"`{s}`" for s in stray)))
-    return blocks
-
-
-def reproduce(params_file: str, results: pd.DataFrame) -> list[tuple]:
-    config = "" if params_file == "params.yaml" else f" --configfile {params_file}"
-    blocks: list[tuple] = [
-        ("h2", "How to reproduce"),
-        ("ul", [f"everything (download → report): `snakemake --cores all{config}`",
-                f"this report from the runs on disk: `actionrepro report --params {params_file}`",
-                "one number: the command in its row below (Snakemake builds whatever that run needs)"]),
-    ]
-    run_rows = _runs(results)
-    if len(run_rows):
-        rows = [{"run": f"{r.dataset} split {r.split} {r.model} {r.variant}", "command": f"`{r.reproduce}`",
-                 "steps": " && ".join(f"`{c}`" for c in runs.step_commands(runs.RunId(r.dataset, r.split, r.model, r.variant),
-                                                                             params_file))}
-                for r in run_rows.itertuples()]
-        blocks.append(("table", pd.DataFrame(rows), "One command per run (its eval.json holds both view protocols)."))
-    return blocks
