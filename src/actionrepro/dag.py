@@ -26,14 +26,17 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "splits": ("synth",),
     "decode": ("decode",),
     "flow": ("flow", "decode.jpeg_quality"),
-    "train": ("seed", "scale", "train", "augment", "architectures"),
-    "prune": ("seed", "train", "augment", "prune.importance", "prune.global_pruning",
+    "train": ("seed", "scale", "train", "augment", "architectures", "recipes"),
+    "prune": ("seed", "train", "augment", "recipes", "prune.importance", "prune.global_pruning",
               "prune.iterative_steps", "prune.round_to", "prune.finetune_epochs", "prune.finetune_lr",
               "evaluate.latency_repeats"),
-    "evaluate": ("evaluate", "train.device", "train.num_workers"),
+    "evaluate": ("evaluate", "train.device", "train.num_workers", "recipes"),
     # the report reads the whole file (target lists, protocols, provenance, params_hash)
     "report": (),
 }
+
+# Keys with a schema default that a hand-made params dict may lack.
+OPTIONAL_KEYS = {"recipes": {}}
 
 # Two-stream models (registry.needs_flow), kept as a table because asking the registry imports torch
 # and every architecture; tests/test_snakemake_workflow.py checks it against the registry.
@@ -59,6 +62,8 @@ STAGE_STEP = {"evaluate_pruned": "evaluate"}  # DVC stage names that differ from
 # ---------------------------------------------------------------- params keys
 def lookup(params: dict, key: str) -> Any:
     """The value at dotted `key` in params; KeyError names the missing part."""
+    if key in OPTIONAL_KEYS and key not in params:
+        return OPTIONAL_KEYS[key]
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -125,6 +130,23 @@ def seed_of(params: dict) -> Callable:
 def options_of(params: dict) -> Callable:
     """Per job: the options of one architecture, so changing tsm's options re-trains tsm only."""
     return lambda wildcards: params["architectures"].get(wildcards.model, {})
+
+
+def recipe_settings(params: dict, model: str, dataset: str | None = None) -> dict:
+    """`model`'s recipe without its anchor (words, not settings), narrowed to `dataset`'s part when
+    given: what a change must touch for that model's (dataset's) runs to be redone."""
+    from actionrepro.config import recipe_of
+
+    recipe = recipe_of(params, model, dataset)
+    recipe.pop("anchor", None)
+    for part in (recipe.get("datasets") or {}).values():
+        part.pop("anchor", None)
+    return recipe
+
+
+def recipe_of(params: dict) -> Callable:
+    """Per job: the job's model's recipe narrowed to its dataset, so changing tsm's lr re-runs tsm only."""
+    return lambda wildcards: recipe_settings(params, wildcards.model, wildcards.dataset)
 
 
 def dataset_names() -> list[str]:

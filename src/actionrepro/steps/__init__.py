@@ -15,10 +15,12 @@ STEP_HELP = {
     "splits": "parse the official splits into data/manifests/DATASET",
     "decode": "decode every video once into the frame store data/frames/DATASET",
     "flow": "compute optical flow into data/flow/DATASET",
+    "weights": "fetch the pretrained checkpoints the recipes start from into data/weights",
     "train": "train MODEL on DATASET split SPLIT -> runs/DATASET/splitK/MODEL/dense",
     "prune": "prune a trained model structurally and fine-tune it -> pruned-RATIO",
     "evaluate": "evaluate a trained (dense or pruned) model on the test list",
     "report": "compile runs/ into reports/ (tables, figures, report.md/html)",
+    "recipe": "print the resolved settings of one run (DATASET MODEL) as JSON: init, train, input, anchor",
 }
 STEP_NAMES = tuple(STEP_HELP)
 # Steps whose work runs in torch (threads set before torch loads OpenMP).
