@@ -25,6 +25,8 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "extract": (),
     "splits": ("synth",),
     "decode": ("decode",),
+    # the pretrained checkpoints of the recipes' inits (Snakemake narrows recipes to the inits: inits_of)
+    "weights": ("download", "datasets", "models", "recipes"),
     "flow": ("flow", "decode.jpeg_quality"),
     "train": ("seed", "scale", "train", "augment", "architectures", "recipes"),
     "prune": ("seed", "train", "augment", "recipes", "prune.importance", "prune.global_pruning",
@@ -149,6 +151,17 @@ def recipe_of(params: dict) -> Callable:
     return lambda wildcards: recipe_settings(params, wildcards.model, wildcards.dataset)
 
 
+def inits_of(params: dict) -> dict:
+    """{model: {dataset: init}} of every run: all the weights step reads of the recipes, so that a
+    recipe's lr change does not re-run it (and, in Snakemake, every training after it)."""
+    from actionrepro.config import resolve
+
+    return {m: {ds: resolve(params, ds, m)["init"] for ds in params["datasets"]} for m in params["models"]}
+
+
+WEIGHTS_MARKER = "data/weights/download.json"
+
+
 def dataset_names() -> list[str]:
     from actionrepro.data.sources import dataset_names as registered
 
@@ -248,8 +261,10 @@ def all_targets(params: dict) -> list[str]:
 
 
 def train_inputs(wildcards) -> list[str]:
-    """What a training job reads: the frame store and manifests, and flow for two-stream models."""
-    inputs = [f"data/frames/{wildcards.dataset}/summary.json", f"data/manifests/{wildcards.dataset}/summary.json"]
+    """What a training job reads: the frame store and manifests, the fetched pretrained weights, and
+    flow for two-stream models."""
+    inputs = [f"data/frames/{wildcards.dataset}/summary.json", f"data/manifests/{wildcards.dataset}/summary.json",
+              WEIGHTS_MARKER]
     if wildcards.model in TWO_STREAM_MODELS:
         inputs.append(f"data/flow/{wildcards.dataset}/summary.json")
     return inputs
