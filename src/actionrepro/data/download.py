@@ -201,9 +201,9 @@ def verify_file(path: Path, archive: Archive, pin: Path | None) -> dict:
     return record
 
 
-def _unreadable(path: Path) -> str | None:
+def _unreadable(path: Path, archive: Archive | None = None) -> str | None:
     """Why the archive's member list does not read (a truncated file), or None when it does."""
-    if path.suffix not in (".zip", ".rar"):  # a plain file (a checkpoint) has no member list
+    if archive is not None and archive.format == "file":  # a plain file (a checkpoint) has no member list
         return None
     try:
         archives.list_members(path)
@@ -220,7 +220,7 @@ def _pin_if_new(final: Path, archive: Archive, record: dict, length_known: bool)
     if archive.pinned and not pin.exists():
         problem = None if length_known else "its full length could not be confirmed (no size " \
             "in the registry, and the server sent neither Content-Length nor a Content-Range total)"
-        problem = problem or _unreadable(final)
+        problem = problem or _unreadable(final, archive)
         if problem:
             record["verified_by"] += ", not pinned"
             log.warning("%s is kept but NOT pinned: %s; it is checked again on every run and "
@@ -330,7 +330,7 @@ def _download(archive: Archive, url: str, raw: Path, session: requests.Session, 
                 log.warning("%s: the resumed download %s; restarting it from byte 0", url, why)
                 continue
             raise _SourceFailed(f"downloaded file rejected: {why}", permanent=True) from None
-        problem = _unreadable(part) if archive.checksum is None else None
+        problem = _unreadable(part, archive) if archive.checksum is None else None
         if problem:  # no checksum to catch it: a file cut short must not pass as the archive
             _discard(part)
             if attempt < attempts:
