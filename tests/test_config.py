@@ -99,7 +99,8 @@ def test_cli_exits_2_with_the_message_before_doing_anything(tmp_path):
 
 def test_cli_help_lists_every_step():
     out = subprocess.run([sys.executable, "-m", "actionrepro", "--help"], capture_output=True, text=True).stdout
-    for step in ["synth", "download", "extract", "splits", "decode", "flow", "train", "prune", "evaluate", "report"]:
+    for step in ["synth", "download", "extract", "splits", "decode", "flow", "weights", "train", "prune", "evaluate",
+                 "report", "recipe"]:
         assert step in out
 
 

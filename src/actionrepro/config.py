@@ -122,3 +122,71 @@ def apply_override(params: dict, override: str) -> None:
             raise ConfigError(f"--set {override!r}: {part!r} is not a section of the params")
         node = node[part]
     node[leaf] = value
+
+
+# ---------------------------------------------------------------- per-model recipes
+RECIPE_BLOCKS = ("train", "evaluate", "prune", "augment")
+INIT_NAMES = ("none", "imagenet", "kinetics400")
+
+
+def recipe_of(params: dict, model: str, dataset: str | None = None) -> dict:
+    """The raw recipe of `model` (params["recipes"][model], {} if none); with `dataset`, narrowed to
+    what that dataset's runs read: the datasets part for `dataset` only (see recipe_dataset)."""
+    recipe = copy.deepcopy((params.get("recipes") or {}).get(model) or {})
+    if dataset is not None:
+        parts = recipe.pop("datasets", None) or {}
+        key = recipe_dataset(recipe | {"datasets": parts}, dataset)
+        if key is not None:
+            recipe["datasets"] = {key: parts[key]}
+    return recipe
+
+
+def recipe_dataset(recipe: dict, dataset: str) -> str | None:
+    """Which datasets.<name> part of `recipe` applies to `dataset`: its own, else (synth_*) that of
+    the dataset it imitates, else none."""
+    parts = recipe.get("datasets") or {}
+    if dataset in parts:
+        return dataset
+    if dataset.startswith("synth_") and dataset.removeprefix("synth_") in parts:
+        return dataset.removeprefix("synth_")
+    return None
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        out[key] = _overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def resolve(params: dict, dataset: str, model: str) -> dict:
+    """The params one run (dataset, model) uses: the global blocks overlaid with the model's recipe,
+    then with the recipe's part for `dataset`. Also sets
+      architectures[model]  the model's options (global, then recipe `architecture`, then the dataset's)
+      init                  none | imagenet | kinetics400 | a checkpoint path (default none)
+      anchor                the recipe's anchor ({} if none)
+      recipes               {model: the recipe narrowed to `dataset`} (what a change must touch)
+    Everything else is the params as given. Idempotent: resolving resolved params changes nothing."""
+    if params.get("resolved_for") == [dataset, model]:
+        return params
+    recipe = recipe_of(params, model, dataset)
+    layers = [recipe] + list((recipe.get("datasets") or {}).values())
+    out = copy.deepcopy(params)
+    options = dict((out.get("architectures") or {}).get(model) or {})
+    init = "none"
+    for layer in layers:
+        for block in RECIPE_BLOCKS:
+            if layer.get(block):
+                out[block] = _overlay(out[block], layer[block])
+        options.update(layer.get("architecture") or {})
+        init = layer.get("init", init)
+    out["architectures"] = {**(out.get("architectures") or {}), model: options}
+    out["init"] = init
+    anchor = dict(recipe.get("anchor") or {})
+    for layer in layers[1:]:
+        anchor.update(layer.get("anchor") or {})
+    out["anchor"] = anchor
+    out["recipes"] = {model: recipe}
+    out["resolved_for"] = [dataset, model]
+    return out

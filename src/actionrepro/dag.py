@@ -25,15 +25,20 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     "extract": (),
     "splits": ("synth",),
     "decode": ("decode",),
+    # the pretrained checkpoints of the recipes' inits (Snakemake narrows recipes to the inits: inits_of)
+    "weights": ("download", "datasets", "models", "recipes"),
     "flow": ("flow", "decode.jpeg_quality"),
-    "train": ("seed", "scale", "train", "augment", "architectures"),
-    "prune": ("seed", "train", "augment", "prune.importance", "prune.global_pruning",
+    "train": ("seed", "scale", "train", "augment", "architectures", "recipes"),
+    "prune": ("seed", "train", "augment", "recipes", "prune.importance", "prune.global_pruning",
               "prune.iterative_steps", "prune.round_to", "prune.finetune_epochs", "prune.finetune_lr",
               "evaluate.latency_repeats"),
-    "evaluate": ("evaluate", "train.device", "train.num_workers"),
+    "evaluate": ("evaluate", "train.device", "train.num_workers", "recipes"),
     # the report reads the whole file (target lists, protocols, provenance, params_hash)
     "report": (),
 }
+
+# Keys with a schema default that a hand-made params dict may lack.
+OPTIONAL_KEYS = {"recipes": {}}
 
 # Two-stream models (registry.needs_flow), kept as a table because asking the registry imports torch
 # and every architecture; tests/test_snakemake_workflow.py checks it against the registry.
@@ -59,6 +64,8 @@ STAGE_STEP = {"evaluate_pruned": "evaluate"}  # DVC stage names that differ from
 # ---------------------------------------------------------------- params keys
 def lookup(params: dict, key: str) -> Any:
     """The value at dotted `key` in params; KeyError names the missing part."""
+    if key in OPTIONAL_KEYS and key not in params:
+        return OPTIONAL_KEYS[key]
     node: Any = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -125,6 +132,34 @@ def seed_of(params: dict) -> Callable:
 def options_of(params: dict) -> Callable:
     """Per job: the options of one architecture, so changing tsm's options re-trains tsm only."""
     return lambda wildcards: params["architectures"].get(wildcards.model, {})
+
+
+def recipe_settings(params: dict, model: str, dataset: str | None = None) -> dict:
+    """`model`'s recipe without its anchor (words, not settings), narrowed to `dataset`'s part when
+    given: what a change must touch for that model's (dataset's) runs to be redone."""
+    from actionrepro.config import recipe_of
+
+    recipe = recipe_of(params, model, dataset)
+    recipe.pop("anchor", None)
+    for part in (recipe.get("datasets") or {}).values():
+        part.pop("anchor", None)
+    return recipe
+
+
+def recipe_of(params: dict) -> Callable:
+    """Per job: the job's model's recipe narrowed to its dataset, so changing tsm's lr re-runs tsm only."""
+    return lambda wildcards: recipe_settings(params, wildcards.model, wildcards.dataset)
+
+
+def inits_of(params: dict) -> dict:
+    """{model: {dataset: init}} of every run: all the weights step reads of the recipes, so that a
+    recipe's lr change does not re-run it (and, in Snakemake, every training after it)."""
+    from actionrepro.config import resolve
+
+    return {m: {ds: resolve(params, ds, m)["init"] for ds in params["datasets"]} for m in params["models"]}
+
+
+WEIGHTS_MARKER = "data/weights/download.json"
 
 
 def dataset_names() -> list[str]:
@@ -226,8 +261,10 @@ def all_targets(params: dict) -> list[str]:
 
 
 def train_inputs(wildcards) -> list[str]:
-    """What a training job reads: the frame store and manifests, and flow for two-stream models."""
-    inputs = [f"data/frames/{wildcards.dataset}/summary.json", f"data/manifests/{wildcards.dataset}/summary.json"]
+    """What a training job reads: the frame store and manifests, the fetched pretrained weights, and
+    flow for two-stream models."""
+    inputs = [f"data/frames/{wildcards.dataset}/summary.json", f"data/manifests/{wildcards.dataset}/summary.json",
+              WEIGHTS_MARKER]
     if wildcards.model in TWO_STREAM_MODELS:
         inputs.append(f"data/flow/{wildcards.dataset}/summary.json")
     return inputs

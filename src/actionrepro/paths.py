@@ -32,3 +32,8 @@ def frames_dir(dataset: str) -> Path:
 def flow_dir(dataset: str) -> Path:
     return DATA / "flow" / dataset
 
+
+
+def weights_dir() -> Path:
+    """Pretrained checkpoints fetched by `actionrepro weights` (the init of the per-model recipes)."""
+    return DATA / "weights"

@@ -19,7 +19,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from actionrepro import dag
+from actionrepro import config, dag
 from actionrepro.io import atomic_write_json, file_digest
 
 FILE_NAME = "provenance.json"
@@ -30,12 +30,18 @@ MODEL_STEPS = ("train", "prune", "evaluate")
 
 
 # ---------------------------------------------------------------- settings and code
-def step_settings(step: str, params: dict, model: str | None = None) -> dict:
+def step_settings(step: str, params: dict, model: str | None = None, dataset: str | None = None) -> dict:
     """The values of the params keys `step` reads (dag.STEP_PARAMS), the architectures narrowed to
-    `model`'s own options: what a change must touch for this run to be redone."""
+    `model`'s own options and the recipes to `model`'s recipe (its anchor left out: words, not
+    settings): what a change must touch for this run to be redone. With `dataset` too, the values
+    are the resolved ones of that run (config.resolve: global blocks overlaid with the recipe)."""
+    if model is not None and dataset is not None and step in MODEL_STEPS:
+        params = config.resolve(params, dataset, model)
     values = {key: dag.lookup(params, key) for key in dag.STEP_PARAMS[step]}
     if model is not None and "architectures" in values:
         values["architectures"] = {model: (values["architectures"] or {}).get(model, {})}
+    if model is not None and "recipes" in values:
+        values["recipes"] = {model: dag.recipe_settings(params, model, dataset)}
     return dag.key_sorted(values)
 
 
@@ -137,8 +143,8 @@ def input_record(paths: list[Path]) -> dict[str, dict]:
 
 
 def make_record(step: str, params: dict, *, params_file: str | None, model: str | None, inputs: list[Path],
-                overrides: list[str] = ()) -> dict:
-    settings = step_settings(step, params, model)
+                overrides: list[str] = (), dataset: str | None = None) -> dict:
+    settings = step_settings(step, params, model, dataset)
     return {
         "step": step,
         "params_file": params_file,

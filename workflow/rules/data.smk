@@ -69,3 +69,25 @@ rule splits:
         "../envs/actionrepro.yaml"
     shell:
         dag.cli("splits {wildcards.dataset}", PARAMS_FILE)
+
+
+# The pretrained checkpoints the recipes start from (recipes.<model>.init), fetched once; training
+# reads them from data/weights and never touches the network.
+rule weights:
+    input:
+        code=dag.step_code("weights"),
+    output:
+        dag.WEIGHTS_MARKER,
+    params:
+        **dag.rule_params("weights", config, recipes=dag.inits_of(config)),
+    log:
+        "logs/weights.log",
+    threads: 1
+    resources:
+        gpu=0,
+        mem_mb=2000,
+        runtime=600,
+    conda:
+        "../envs/actionrepro.yaml"
+    shell:
+        dag.cli("weights", PARAMS_FILE)

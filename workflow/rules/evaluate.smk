@@ -9,7 +9,7 @@ rule evaluate:
     output:
         "runs/{dataset}/split{split}/{model}/{variant}/eval.json",
     params:
-        **dag.rule_params("evaluate", config),
+        **dag.rule_params("evaluate", config, recipes=dag.recipe_of(config)),
     log:
         "logs/evaluate/{dataset}-split{split}-{model}-{variant}.log",
     benchmark:

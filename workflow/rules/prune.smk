@@ -12,7 +12,7 @@ rule prune:
         history="runs/{dataset}/split{split}/{model}/pruned-{ratio}/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/pruned-{ratio}/metrics.json",
     params:
-        **dag.rule_params("prune", config),
+        **dag.rule_params("prune", config, recipes=dag.recipe_of(config)),
     log:
         "logs/prune/{dataset}-split{split}-{model}-{ratio}.log",
     benchmark:

@@ -14,7 +14,7 @@ rule train:
         history="runs/{dataset}/split{split}/{model}/dense/history.csv",
         metrics="runs/{dataset}/split{split}/{model}/dense/metrics.json",
     params:
-        **dag.rule_params("train", config, architectures=dag.options_of(config)),
+        **dag.rule_params("train", config, architectures=dag.options_of(config), recipes=dag.recipe_of(config)),
     log:
         "logs/train/{dataset}-split{split}-{model}.log",
     benchmark:

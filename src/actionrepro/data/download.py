@@ -81,6 +81,8 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
     `sources` replaces the registry (tests point it at a local server).
     """
     spec = registry.get(dataset, sources)
+    if not spec.synthetic_of:
+        return download_into(spec, paths.raw_dir(dataset), params, archives, insecure)
     raw = paths.raw_dir(dataset)
     raw.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(raw)
@@ -88,25 +90,39 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
     previous = _read_json(marker)
     marker.unlink(missing_ok=True)
     summary: dict = {"dataset": dataset}
-    if spec.synthetic_of:
-        if list(archives):
-            raise ConfigError(f"{dataset} is generated locally (actionrepro.data.synthetic); --archive applies "
-                              f"only to the real datasets")
-        records, summary["recipe"] = _generate(spec, params, raw, previous)
-    else:
-        cfg = _with_defaults(params["download"])
-        verify_tls = bool(cfg["verify_tls"]) and not insecure
-        if not verify_tls:
-            why = "--insecure" if insecure else "download.verify_tls: false"
-            log.warning("TLS certificate verification is OFF (%s): connections are not authenticated; "
-                        "archive sizes and checksums are still verified", why)
-        failures: list[dict] = []
-        records = _fetch_all(spec, cfg, raw, [Path(p) for p in archives], verify_tls, previous, failures)
-        summary.update(tls_verified=verify_tls, failures=failures)
+    if list(archives):
+        raise ConfigError(f"{dataset} is generated locally (actionrepro.data.synthetic); --archive applies "
+                          f"only to the real datasets")
+    records, summary["recipe"] = _generate(spec, params, raw, previous)
     summary["archives"] = records
     atomic_write_text(raw / SUMS, "".join(registry.pin_text(r["sha256"], r["name"]) for r in records))
     atomic_write_json(marker, summary)
     log.info("%s: %d archive(s) ready in %s", dataset, len(records), raw)
+    return [raw / r["name"] for r in records]
+
+
+def download_into(spec: Dataset, raw: Path, params: dict, files: Iterable[str | os.PathLike] = (),
+                  insecure: bool = False) -> list[Path]:
+    """Fetch every file of `spec` (a real dataset's archives, or the pretrained weights of
+    actionrepro.data.weights) into `raw`: files given by hand first, then verified present ones,
+    then each mirror; SHA256SUMS and the download.json marker written last."""
+    raw.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(raw)
+    marker = raw / MARKER
+    previous = _read_json(marker)
+    marker.unlink(missing_ok=True)
+    cfg = _with_defaults(params["download"])
+    verify_tls = bool(cfg["verify_tls"]) and not insecure
+    if not verify_tls:
+        why = "--insecure" if insecure else "download.verify_tls: false"
+        log.warning("TLS certificate verification is OFF (%s): connections are not authenticated; "
+                    "archive sizes and checksums are still verified", why)
+    failures: list[dict] = []
+    records = _fetch_all(spec, cfg, raw, [Path(p) for p in files], verify_tls, previous, failures)
+    summary = {"dataset": spec.name, "tls_verified": verify_tls, "failures": failures, "archives": records}
+    atomic_write_text(raw / SUMS, "".join(registry.pin_text(r["sha256"], r["name"]) for r in records))
+    atomic_write_json(marker, summary)
+    log.info("%s: %d archive(s) ready in %s", spec.name, len(records), raw)
     return [raw / r["name"] for r in records]
 
 
@@ -175,14 +191,20 @@ def verify_file(path: Path, archive: Archive, pin: Path | None) -> dict:
         record["verified_by"] = "pinned sha256"
     else:
         record["verified_by"] = "size and format" if archive.size is not None else "format only"
+    if archive.sha256_prefix and not sha256.startswith(archive.sha256_prefix):
+        raise Rejected(f"sha256 is {sha256}, but the published file name says it starts with {archive.sha256_prefix}")
+    if archive.format == "file":
+        return record
     is_format = zipfile.is_zipfile if archive.format == "zip" else rarfile.is_rarfile
     if not is_format(path):
         raise Rejected(f"is not a {archive.format} archive (sha256 {sha256}; an error page or a truncated file?)")
     return record
 
 
-def _unreadable(path: Path) -> str | None:
+def _unreadable(path: Path, archive: Archive | None = None) -> str | None:
     """Why the archive's member list does not read (a truncated file), or None when it does."""
+    if archive is not None and archive.format == "file":  # a plain file (a checkpoint) has no member list
+        return None
     try:
         archives.list_members(path)
     except DataError as err:
@@ -198,7 +220,7 @@ def _pin_if_new(final: Path, archive: Archive, record: dict, length_known: bool)
     if archive.pinned and not pin.exists():
         problem = None if length_known else "its full length could not be confirmed (no size " \
             "in the registry, and the server sent neither Content-Length nor a Content-Range total)"
-        problem = problem or _unreadable(final)
+        problem = problem or _unreadable(final, archive)
         if problem:
             record["verified_by"] += ", not pinned"
             log.warning("%s is kept but NOT pinned: %s; it is checked again on every run and "
@@ -272,8 +294,8 @@ def _all_failed(spec: Dataset, archive: Archive, candidates: list[Archive], trie
     if not tried:
         lines.append("  (the registry lists no URL for it)")
     where = "; ".join(f"{c.name}: {', '.join(c.urls) or 'no known URL'}" for c in candidates)
-    lines.append(f"Download it yourself ({spec.homepage}; {where}) and run "
-                 f"`actionrepro download {spec.name} --archive PATH`.")
+    manual = spec.manual_hint or f"actionrepro download {spec.name} --archive PATH"
+    lines.append(f"Download it yourself ({spec.homepage}; {where}) and run `{manual}`.")
     if any("TLS certificate" in t for t in tried):
         lines.append(f"If only the certificate check failed: {TLS_HINT}.")
     return "\n".join(lines)
@@ -308,7 +330,7 @@ def _download(archive: Archive, url: str, raw: Path, session: requests.Session, 
                 log.warning("%s: the resumed download %s; restarting it from byte 0", url, why)
                 continue
             raise _SourceFailed(f"downloaded file rejected: {why}", permanent=True) from None
-        problem = _unreadable(part) if archive.checksum is None else None
+        problem = _unreadable(part, archive) if archive.checksum is None else None
         if problem:  # no checksum to catch it: a file cut short must not pass as the archive
             _discard(part)
             if attempt < attempts:

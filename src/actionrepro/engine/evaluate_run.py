@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from actionrepro import dag, paths, profile, provenance, runs
+from actionrepro import config, dag, paths, profile, provenance, runs
 from actionrepro.data import gpu_clips, manifests, sources
 from actionrepro.engine import distributed
 from actionrepro.engine.evaluation import (SCORE_AVERAGING, classification_metrics, predict_all,
@@ -92,10 +92,11 @@ def write_protocol(run: Path, views: str, header: dict, videos: pd.DataFrame, la
 def evaluate(dataset: str, split: int, model_name: str, params: dict, variant: str = "dense",
              params_file: str | None = None, overrides: list[str] = ()) -> Path:
     """Evaluate runs/<ds>/split<k>/<model>/<variant> on the split's test list; return eval.json's path."""
+    params = config.resolve(params, dataset, model_name)  # the model's recipe over the global blocks
     run = runs.run_dir(dataset, split, model_name, variant)
     inputs = runs.data_inputs(dataset, split, model_name in dag.TWO_STREAM_MODELS) + [run / "checkpoint.pt"]
     record = provenance.make_record("evaluate", params, params_file=params_file, model=model_name, inputs=inputs,
-                                    overrides=overrides)
+                                    overrides=overrides, dataset=dataset)
     runs.begin_step(run, "evaluate", record)
     ctx = distributed.setup(params["train"]["device"])  # torchrun ranks, GPU choice
     try:

@@ -31,13 +31,14 @@ log = logging.getLogger(__name__)
 def train(dataset: str, split: int, model_name: str, params: dict, variant: str = "dense",
           init: Init | None = None, *, model: nn.Module | None = None, epochs: int | None = None,
           lr: float | None = None, model_record: dict | None = None,
-          on_epoch_end: Callable[[int], None] | None = None) -> Path:
+          on_epoch_end: Callable[[int], None] | None = None, build_options: dict | None = None) -> Path:
     """Train `model_name` (or the given, already built `model`, e.g. a pruned one) on the official
     TRAIN list of `dataset` split `split`; returns its run directory.
 
     epochs / lr override params["train"] (the pruning fine-tune); `init` is a state dict or a
     callable applied to the fresh model; `model_record` adds keys to model.json (e.g. the pruned
-    structure). Resumes from the run directory's checkpoint when its settings match. TensorBoard
+    structure). `build_options` are added to the architecture's options when building only, not
+    recorded (the init's `pretrained` file). Resumes from the run directory's checkpoint when its settings match. TensorBoard
     event files go to <run dir>/tb unless train.tensorboard is false.
     """
     from actionrepro.models.registry import build_model
@@ -50,7 +51,7 @@ def train(dataset: str, split: int, model_name: str, params: dict, variant: str 
         num_classes = len(manifests.read_classes(dataset))
         determinism.seed_everything(settings.seed)  # the model's initial weights
         if model is None:
-            model = build_model(model_name, params["scale"], num_classes, options)
+            model = build_model(model_name, params["scale"], num_classes, {**options, **(build_options or {})})
         spec = model.input_spec
 
         train_set, val_set, bookkeeping = _datasets(dataset, split, spec, params, settings=settings,

@@ -40,7 +40,7 @@ def _step_reasons(run: runs.RunId, step: str, record: dict | None, params: dict)
         return [f"no {step} record in {run.dir / provenance.FILE_NAME} (made before provenance was recorded)"]
     if not record.get("complete"):
         return [f"{step} did not finish"]
-    wanted = provenance.step_settings(step, params, run.model)
+    wanted = provenance.step_settings(step, params, run.model, run.dataset)
     if step == "prune":
         wanted["ratio"] = run.ratio
     reasons = [f"{step} settings differ: {d}" for d in provenance.settings_diff(record.get("settings", {}), wanted)]

@@ -15,10 +15,12 @@ STEP_HELP = {
     "splits": "parse the official splits into data/manifests/DATASET",
     "decode": "decode every video once into the frame store data/frames/DATASET",
     "flow": "compute optical flow into data/flow/DATASET",
+    "weights": "fetch the pretrained checkpoints the recipes start from into data/weights",
     "train": "train MODEL on DATASET split SPLIT -> runs/DATASET/splitK/MODEL/dense",
     "prune": "prune a trained model structurally and fine-tune it -> pruned-RATIO",
     "evaluate": "evaluate a trained (dense or pruned) model on the test list",
     "report": "compile runs/ into reports/ (tables, figures, report.md/html)",
+    "recipe": "print the resolved settings of one run (DATASET MODEL) as JSON: init, train, input, anchor",
     # Tools outside the DAG: they read runs (and write external-* runs), nothing depends on them.
     "predict": "top-5 classes of video files of your own under a trained run (one JSON line per video)",
     "evaluate-checkpoint": "evaluate an external checkpoint (torchvision, mmaction2, TDN, S2TF-Net, ours) "

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from actionrepro import dag, provenance, runs
+from actionrepro import config, dag, provenance, runs
 from actionrepro.data import sources
 from actionrepro.data.validation import carve_validation
 from actionrepro.engine import distributed, runner
@@ -63,6 +63,7 @@ def run(args, params: dict) -> None:
 def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict,
           params_file: str | None = None, overrides: list[str] = ()) -> Path:
     """Prune the dense run of `model_name` by `ratio`, fine-tune it; returns the pruned run directory."""
+    params = config.resolve(params, dataset, model_name)  # the model's recipe over the global blocks
     cfg = params["prune"]
     ratio = float(ratio)
     if not 0 < ratio < 1:
@@ -71,7 +72,7 @@ def prune(dataset: str, split: int, model_name: str, ratio: float, params: dict,
     out_dir = runs.run_dir(dataset, split, model_name, runs.variant_name(ratio))
     inputs = runs.data_inputs(dataset, split, model_name in dag.TWO_STREAM_MODELS) + [dense_dir / "checkpoint.pt"]
     run_record = provenance.make_record("prune", params, params_file=params_file, model=model_name, inputs=inputs,
-                                        overrides=overrides)
+                                        overrides=overrides, dataset=dataset)
     run_record["settings"]["ratio"] = ratio
     run_record["settings_sha256"] = provenance.digest(run_record["settings"])
     runs.begin_step(out_dir, "prune", run_record)

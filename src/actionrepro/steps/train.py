@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actionrepro import dag, provenance, runs
+from actionrepro import config, dag, provenance, runs
+from actionrepro.data import weights
 from actionrepro.engine import runner
 from actionrepro.steps import add_run_arguments
 
@@ -22,11 +23,14 @@ def run(args, params: dict) -> None:
 
 def train(dataset: str, split: int, model: str, params: dict, params_file: str | None = None,
           overrides: list[str] = ()) -> Path:
+    params = config.resolve(params, dataset, model)  # the model's recipe over the global blocks
     path = runs.run_dir(dataset, split, model)
-    inputs = runs.data_inputs(dataset, split, model in dag.TWO_STREAM_MODELS)
+    init_file = weights.init_file(model, params)  # None: random init; never a download here
+    inputs = runs.data_inputs(dataset, split, model in dag.TWO_STREAM_MODELS) + ([init_file] if init_file else [])
     record = provenance.make_record("train", params, params_file=params_file, model=model, inputs=inputs,
-                                    overrides=overrides)
+                                    overrides=overrides, dataset=dataset)
     runs.begin_step(path, "train", record)
-    runner.train(dataset, split, model, params)
+    runner.train(dataset, split, model, params, init=weights.initialiser(model, params, init_file),
+                 build_options=weights.build_options(model, params, init_file))
     runs.finish_step(path, "train", record, ["checkpoint.pt"])
     return path
