@@ -3,11 +3,13 @@
 
 rule download:
     input:
+        dag.custom_list_files(config),
         code=dag.step_code("download"),
     output:
         "data/raw/{dataset}/download.json",
     params:
         **dag.rule_params("download", config, synth=dag.synth_of(config), seed=dag.seed_of(config)),
+        custom=dag.custom_of(config),
     log:
         "logs/download/{dataset}.log",
     benchmark:
@@ -52,7 +54,6 @@ rule splits:
         code=dag.step_code("splits"),
     output:
         classes="data/manifests/{dataset}/classes.csv",
-        splits=expand("data/manifests/{{dataset}}/split{k}.csv", k=[1, 2, 3]),
         summary="data/manifests/{dataset}/summary.json",
     params:
         **dag.rule_params("splits", config, synth=dag.synth_of(config)),
