@@ -125,3 +125,8 @@ def test_the_dag_and_the_cli_know_custom_names(here):
     args = build_parser(["train", "mydata", "7", "tsn", "--params", str(here / "params.yaml")]).parse_args(
         ["train", "mydata", "7", "tsn", "--params", str(here / "params.yaml")])
     assert (args.dataset, args.split) == ("mydata", 7)
+
+
+def test_the_builtin_constraint_is_the_registry():
+    assert dag.BUILTIN_DATASETS.split("|") == list(sources.REGISTRY)
+    assert dag.custom_constraint({}) == "(?!)"

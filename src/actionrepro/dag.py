@@ -134,6 +134,16 @@ def dataset_names(params: dict | None = None) -> list[str]:
     return registered(params)
 
 
+BUILTIN_DATASETS = "ucf101|hmdb51|synth_ucf101|synth_hmdb51"  # the registry's (tests check it)
+
+
+def custom_constraint(params: dict) -> str:
+    """The wildcard constraint of the custom datasets' rules: their names (a never-matching pattern
+    when none are declared)."""
+    names = [n for n in (params.get("custom_datasets") or {}) if n not in BUILTIN_DATASETS.split("|")]
+    return "|".join(names) or "(?!)"
+
+
 def custom_of(params: dict) -> Callable:
     """Per job: a custom dataset's declaration (None for a built-in one), so a changed list path reruns it."""
     return lambda wildcards: (params.get("custom_datasets") or {}).get(wildcards.dataset)
