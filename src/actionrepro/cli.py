@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+from actionrepro import steps
 from actionrepro.errors import ActionReproError
 from actionrepro.steps import STEP_HELP, TORCH_STEPS, module_name
 
@@ -61,6 +62,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="step", required=True, metavar="STEP")
     chosen = chosen_step(argv or [])
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--params", default="params.yaml", type=Path)
+    steps.PARAMS_FOR_CHOICES = early.parse_known_args(argv or [])[0].params
     for name, text in STEP_HELP.items():
         step_parser = sub.add_parser(name, parents=[common], help=text)
         if name == chosen:  # only the chosen step's module is imported (each imports torch)

@@ -53,11 +53,54 @@ def validate(params: dict, source: str = "params") -> dict:
     """Raise ConfigError listing every violation; return params with defaults filled in."""
     import jsonschema
 
+    params = normalise_custom(params)
     validator = jsonschema.Draft202012Validator(schema())
     errors = sorted(validator.iter_errors(params), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e, source) for e in errors))
+    problems = [_describe(e, source) for e in errors] or dataset_problems(params, source)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return fill_defaults(params, schema())
+
+
+def normalise_custom(params: dict) -> dict:
+    """YAML reads `splits: {1: ...}` with integer keys; JSON schema (and Snakemake) want strings."""
+    custom = params.get("custom_datasets")
+    if not isinstance(custom, dict) or not any(isinstance(v, dict) and isinstance(v.get("splits"), dict)
+                                               for v in custom.values()):
+        return params
+    out = copy.deepcopy(params)
+    for spec in out["custom_datasets"].values():
+        if isinstance(spec, dict) and isinstance(spec.get("splits"), dict):
+            spec["splits"] = {str(k): v for k, v in spec["splits"].items()}
+    return out
+
+
+def dataset_problems(params: dict, source: str) -> list[str]:
+    """What the schema cannot say: every dataset is built in or declared, custom names do not
+    shadow built-ins, and every split asked for exists in every dataset asked for."""
+    from actionrepro.data import sources
+
+    builtin = list(sources.REGISTRY)
+    custom = params.get("custom_datasets") or {}
+    problems = [f"{source}: custom_datasets.{name} has the name of a built-in dataset; choose another name "
+                f"(built-in: {', '.join(builtin)})" for name in custom if name in builtin]
+    for name in params.get("augment", {}).get("hflip", {}):
+        if name not in builtin and name not in custom:
+            problems.append(f"{source}: augment.hflip names dataset {name!r}, which is neither built in "
+                            f"({', '.join(builtin)}) nor declared under custom_datasets")
+    for i, name in enumerate(params["datasets"]):
+        if name not in builtin and name not in custom:
+            problems.append(f"{source}: key 'datasets[{i}]' has value {name!r}; allowed values: "
+                            f"{', '.join(map(repr, builtin + list(custom)))} (or a dataset declared under "
+                            f"custom_datasets)")
+            continue
+        has = (sorted(int(k) for k in custom[name]["splits"]) if name in custom and name not in builtin
+               else list(sources.BUILTIN_SPLITS))
+        lacking = [k for k in params["splits"] if k not in has]
+        if lacking:
+            problems.append(f"{source}: key 'splits' asks for split(s) {lacking} but dataset {name!r} has splits "
+                            f"{has}")
+    return problems
 
 
 def fill_defaults(params: dict, node: dict) -> dict:

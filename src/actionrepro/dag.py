@@ -117,7 +117,7 @@ def synth_of(params: dict) -> Callable:
     from actionrepro.data.sources import get
 
     def of(wildcards):
-        family = get(wildcards.dataset).synthetic_of
+        family = get(wildcards.dataset, params=params).synthetic_of
         return params["synth"][family] if family else None
     return of
 
@@ -126,7 +126,7 @@ def seed_of(params: dict) -> Callable:
     """Per job: the seed a dataset's generation reads (only synthetic datasets are generated)."""
     from actionrepro.data.sources import get
 
-    return lambda wildcards: params["seed"] if get(wildcards.dataset).is_synthetic else None
+    return lambda wildcards: params["seed"] if get(wildcards.dataset, params=params).is_synthetic else None
 
 
 def options_of(params: dict) -> Callable:
@@ -162,10 +162,37 @@ def inits_of(params: dict) -> dict:
 WEIGHTS_MARKER = "data/weights/download.json"
 
 
-def dataset_names() -> list[str]:
+def dataset_names(params: dict | None = None) -> list[str]:
+    """The built-in datasets and the custom ones `params` declare (the wildcard constraint)."""
     from actionrepro.data.sources import dataset_names as registered
 
-    return registered()
+    return registered(params)
+
+
+BUILTIN_DATASETS = "ucf101|hmdb51|synth_ucf101|synth_hmdb51"  # the registry's (tests check it)
+
+
+def custom_constraint(params: dict) -> str:
+    """The wildcard constraint of the custom datasets' rules: their names (a never-matching pattern
+    when none are declared)."""
+    names = [n for n in (params.get("custom_datasets") or {}) if n not in BUILTIN_DATASETS.split("|")]
+    return "|".join(names) or "(?!)"
+
+
+def custom_of(params: dict) -> Callable:
+    """Per job: a custom dataset's declaration (None for a built-in one), so a changed list path reruns it."""
+    return lambda wildcards: (params.get("custom_datasets") or {}).get(wildcards.dataset)
+
+
+def custom_list_files(params: dict) -> Callable:
+    """Input function: a custom dataset's list files (none for a built-in one), so editing one reruns
+    its download (which copies and digests them) and everything after it."""
+    from actionrepro.data.sources import get
+
+    def files(wildcards) -> list[str]:
+        spec = get(wildcards.dataset, params=params).custom
+        return [path for _, path in spec.list_files()] if spec else []
+    return files
 
 
 # ---------------------------------------------------------------- which file the CLI reads

@@ -23,8 +23,8 @@ REPORT_DIRS = dag.REPORT_DIRS
 
 
 wildcard_constraints:
-    dataset="|".join(dag.dataset_names()),
-    split="[123]",
+    dataset="|".join(dag.dataset_names(config)),
+    split="[1-9][0-9]*",
     model="[a-z0-9_]+",
     ratio="0\\.[0-9]+",
     variant="dense|pruned-0\\.[0-9]+",

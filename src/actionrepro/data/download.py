@@ -80,7 +80,15 @@ def download_dataset(dataset: str, params: dict, archives: Iterable[str | os.Pat
     downloading. `insecure` (or params download.verify_tls: false) skips TLS verification.
     `sources` replaces the registry (tests point it at a local server).
     """
-    spec = registry.get(dataset, sources)
+    spec = registry.get(dataset, sources, params=params)
+    if spec.custom is not None:  # a list-file dataset: nothing to fetch, the lists and videos are recorded
+        if list(archives):
+            raise ConfigError(f"{dataset} is a custom dataset (params custom_datasets): --archive applies only to "
+                              f"the real datasets")
+        from actionrepro.data import listfiles
+
+        listfiles.record(dataset, spec.custom)
+        return []
     if not spec.synthetic_of:
         return download_into(spec, paths.raw_dir(dataset), params, archives, insecure)
     raw = paths.raw_dir(dataset)

@@ -38,7 +38,8 @@ PAIR_COLUMNS = ("class_a", "class_b", "label_a", "label_b")
 def load_reversal_pairs(dataset: str) -> pd.DataFrame | None:
     """data/manifests/<ds>/reversal_pairs.csv for synthetic datasets, else None."""
     path = paths.manifests_dir(dataset) / "reversal_pairs.csv"
-    if not sources.get(dataset).is_synthetic or not path.is_file():
+    builtin = sources.REGISTRY.get(dataset)  # a custom dataset is never synthetic
+    if builtin is None or not builtin.is_synthetic or not path.is_file():
         return None
     pairs = pd.read_csv(path, dtype={"class_a": str, "class_b": str}, keep_default_na=False)
     missing = [c for c in PAIR_COLUMNS if c not in pairs.columns]

@@ -84,7 +84,7 @@ def _datasets(dataset: str, split: int, spec, params: dict, *, settings: TrainSe
     meta = {"excluded_videos": 0 if excluded is None else len(excluded)}
     if settings.val_fraction <= 0:
         return full, None, meta
-    by_group = sources.get(dataset).grouped
+    by_group = sources.get(dataset, params=params).grouped
     train_ids, val_ids = carve_validation(full.videos, settings.val_fraction, settings.seed, by_group)
     train_set = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=train_ids, **device)
     val_set = VideoClipDataset(dataset, split, "train", spec, params, mode="test", views=(1, 1), video_ids=val_ids,

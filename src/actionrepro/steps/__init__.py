@@ -6,6 +6,7 @@ each other. The one-line help of each step lives here, so `actionrepro --help` i
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 # In DAG order; the CLI offers exactly these subcommands.
 STEP_HELP = {
@@ -37,16 +38,44 @@ def module_name(step: str) -> str:
     return "actionrepro.steps." + step.replace("-", "_")
 
 
+# The params file named on the command line (set by cli.build_parser before a step's arguments
+# are added): its custom_datasets join the dataset choices.
+PARAMS_FOR_CHOICES: Path | None = None
+
+
+def declared_custom(path: Path | None) -> dict:
+    """The raw custom_datasets mapping of a params file; {} when it cannot be read (the step's own
+    params loading reports why)."""
+    if path is None or not path.is_file():
+        return {}
+    try:
+        import yaml
+
+        params = yaml.safe_load(path.read_text())
+    except Exception:  # noqa: BLE001 - reported properly when the params are loaded
+        return {}
+    custom = params.get("custom_datasets") if isinstance(params, dict) else None
+    return {"custom_datasets": {k: v for k, v in custom.items() if isinstance(k, str)}} if isinstance(custom, dict) \
+        else {}
+
+
 def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
     from actionrepro.data.sources import dataset_names
 
-    parser.add_argument("dataset", choices=dataset_names())
+    parser.add_argument("dataset", choices=dataset_names(declared_custom(PARAMS_FOR_CHOICES)))
+
+
+def split_number(text: str) -> int:
+    """A split number: a positive integer (1-3 for the official datasets; a custom dataset declares its own)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"split must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """DATASET SPLIT MODEL: the identity of a run."""
     add_dataset_argument(parser)
-    parser.add_argument("split", type=int, choices=[1, 2, 3])
+    parser.add_argument("split", type=split_number)
     parser.add_argument("model")
 
 

@@ -170,6 +170,10 @@ def extract_dataset(dataset: str, *, registry: Mapping[str, Dataset] | None = No
     renamed into place; if the marker already matches the archives, nothing is done.
     `params['extract']` bounds archive sizes and ratios (absent: the schema defaults).
     """
+    if registry is None and params is not None and sources.get(dataset, params=params).is_custom:
+        from actionrepro.data import listfiles
+
+        return listfiles.link(dataset)
     limits = Limits.from_params(params)
     dest = paths.videos_dir(dataset)
     used = select_archives(dataset, registry)

@@ -150,7 +150,7 @@ def taylor_gradients(dataset: str, split: int, spec, params: dict,
     data = VideoClipDataset(dataset, split, "train", spec, params, mode="train")
     val_fraction = float(params["train"]["val_fraction"])
     if val_fraction > 0:
-        keep, _ = carve_validation(data.videos, val_fraction, seed, sources.get(dataset).grouped)
+        keep, _ = carve_validation(data.videos, val_fraction, seed, sources.get(dataset, params=params).grouped)
         data = VideoClipDataset(dataset, split, "train", spec, params, mode="train", video_ids=keep)
 
     def gradients(model: nn.Module) -> int:

@@ -22,6 +22,7 @@ from actionrepro import paths
 from actionrepro.data.manifests import (COLUMNS, HMDB_SPLIT_DIR, SPLITS, UCF_LIST_DIR, UCF_VIDEO_ROOT,
                                         check_counts, check_disjoint, counts, require_dir, synthetic_pairs,
                                         expected_counts, list_format, parse_hmdb51, parse_ucf101, resolve)
+from actionrepro.data import listfiles, sources
 from actionrepro.errors import DataError
 from actionrepro.steps import add_dataset_argument
 from actionrepro.io import atomic_write_csv, atomic_write_json
@@ -45,11 +46,17 @@ def write_manifests(dataset: str, source: str | Path | None = None, out: str | P
 
     Defaults: source = data/videos/<dataset>, out = data/manifests/<dataset>.
     """
-    fmt = list_format(dataset)
+    custom = sources.get(dataset, params=params).custom
+    fmt = "list" if custom is not None else list_format(dataset)
     source = Path(source) if source is not None else paths.videos_dir(dataset)
     out = Path(out) if out is not None else paths.manifests_dir(dataset)
     require_dir(source, dataset, "extracted dataset folder")
-    if fmt == "ucf101":
+    split_numbers = custom.split_numbers if custom is not None else SPLITS
+    if custom is not None:
+        list_dir, video_root_rel = source / listfiles.LISTS, listfiles.VIDEOS_LINK
+        require_dir(source / listfiles.VIDEOS_LINK, dataset, "videos folder (link)")
+        classes, entries = listfiles.parse(source, custom)
+    elif fmt == "ucf101":
         list_dir, video_root_rel = source / UCF_LIST_DIR, UCF_VIDEO_ROOT
         require_dir(list_dir, dataset, "UCF101 split folder")
         require_dir(source / UCF_VIDEO_ROOT, dataset, "UCF101 video folder")
@@ -60,17 +67,23 @@ def write_manifests(dataset: str, source: str | Path | None = None, out: str | P
         classes, entries = parse_hmdb51(list_dir)
     label_of = {name: i for i, name in enumerate(classes)}
 
-    check_disjoint(dataset, entries)
-    expected = expected_counts(dataset, params)
-    check_counts(dataset, list_dir, classes, entries, expected)
-    pairs = synthetic_pairs(dataset, classes, params)
+    if custom is not None:  # no official counts to check: the lists are the definition
+        listfiles.check_disjoint(dataset, entries)
+        expected = {"why": f"params custom_datasets.{dataset} (no official counts)", "classes": len(classes),
+                    "splits": {k: counts(entries[k]) for k in split_numbers}}
+        pairs = None
+    else:
+        check_disjoint(dataset, entries)
+        expected = expected_counts(dataset, params)
+        check_counts(dataset, list_dir, classes, entries, expected)
+        pairs = synthetic_pairs(dataset, classes, params)
 
     # Every listed video (train, test and unused) must exist; count and name the missing ones.
     video_root = source / video_root_rel if video_root_rel else source
     cache: dict = {}
     found: dict[str, str] = {}
     missing: dict[str, list[str]] = {}
-    for k in SPLITS:
+    for k in split_numbers:
         for e in entries[k]:
             if e.listed in found or e.listed in missing:
                 if e.listed in missing:
@@ -86,12 +99,13 @@ def write_manifests(dataset: str, source: str | Path | None = None, out: str | P
                           for name, srcs in list(missing.items())[:10])
         raise DataError(f"{dataset}: {len(missing):,} of {len(found) + len(missing):,} videos named by the split "
                         f"files are missing under {video_root}: {shown}{' ...' if len(missing) > 10 else ''}. "
-                        f"Re-extract the dataset (`actionrepro extract {dataset}`) or check --source")
+                        + (f"Check the list files and custom_datasets.{dataset}.videos" if custom is not None else
+                           f"Re-extract the dataset (`actionrepro extract {dataset}`) or check --source"))
 
     classes_df = pd.DataFrame({"label": range(len(classes)), "class_name": classes})
     atomic_write_csv(out / "classes.csv", classes_df)
     summary_splits = {}
-    for k in SPLITS:
+    for k in split_numbers:
         rows = [(e.video_id, found[e.listed], label_of[e.class_name], e.class_name, e.subset)
                 for e in entries[k] if e.subset != "unused"]
         frame = pd.DataFrame(rows, columns=COLUMNS)
