@@ -73,7 +73,7 @@ def test_paper_dry_run_plans_every_dataset_split_model_and_ratio_without_importi
     datasets, splits, models = len(params["datasets"]), len(params["splits"]), len(params["models"])
     ratios = len(params["prune"]["ratios"])
     runs = datasets * splits * models
-    expected = {"download": datasets, "extract": datasets, "splits": datasets, "decode": datasets,
+    expected = {"weights": 1, "download": datasets, "extract": datasets, "splits": datasets, "decode": datasets,
                 "flow": datasets if {"stpn", "stfn"} & set(params["models"]) else 0,
                 "train": runs, "evaluate": runs * (1 + ratios), "prune": runs * ratios, "report": 1, "all": 1}
     expected = {rule: n for rule, n in expected.items() if n}
@@ -149,6 +149,7 @@ def test_slurm_profile_submits_training_with_gpus_on_one_node_and_cpu_jobs_witho
         path.chmod(0o755)
     work = workdir(tmp_path / "work", launch={"gpus_per_job": 2})
     for ready in ("data/frames/ucf101/summary.json", "data/manifests/ucf101/summary.json",  # train's inputs
+                  "data/weights/download.json",
                   "data/videos/hmdb51/.extracted.json", "data/manifests/hmdb51/summary.json"):  # decode's
         (work / ready).parent.mkdir(parents=True, exist_ok=True)
         (work / ready).touch()
