@@ -188,7 +188,7 @@ def test_published_numbers_carry_provenance_protocol_and_difference_on_the_same_
         r3d = row(rows, model="r3d", dataset="ucf101")  # Hara et al., 3-split mean -> our mean
         assert r3d["published top-1"] == "84.40" and r3d["provenance"] == "recalled"
         assert r3d["ours − published"] == "+0.60 (ours: mean of n=3, 10x3)"
-        assert r3d["architecture"] == "R3D-18 [code]"
+        assert r3d["architecture"] == "R3D-18 (tiny) [code]"  # the fixture runs at scale tiny
 
 
 def test_nothing_published_leaves_the_published_cells_empty(built):
@@ -425,6 +425,10 @@ def test_figures_of_an_earlier_build_that_no_longer_apply_are_removed(single_spl
 
 def test_html_report_requests_nothing_outside_itself(built):
     refs = re.findall(r"""\b(?:src|href|action|poster)\s*=\s*["']([^"']*)["']""", built["html"], re.I)
+    # only <a> links (followed on a click, never fetched) may point at files: the runs' folders and logs
+    links = set(re.findall(r"""<a\s+href\s*=\s*["']([^"']*)["']""", built["html"], re.I))
+    assert links and all(r.startswith(("../runs/", "../logs/")) for r in links), sorted(links)[:5]
+    refs = [r for r in refs if r not in links]
     assert refs and all(r.startswith(("data:", "#")) for r in refs), [r[:40] for r in refs]
     assert not re.search(r"@import|url\(\s*['\"]?(?!data:)", built["html"])
     assert "<link" not in built["html"]
@@ -511,3 +515,60 @@ def test_html_opens_in_headless_chromium_with_every_figure_loaded(built, tmp_pat
     dump = run_chromium(broken, tmp_path, "--dump-dom")
     assert images_loaded(dump.stdout) == (len(EXPECTED_FIGURES) - 1, len(EXPECTED_FIGURES))
     assert 'class="broken"' in dump.stdout
+
+
+# ---------------------------------------------------------------- per-class, links, labels, legends
+def test_per_class_accuracy_of_every_run_is_folded_in_the_report_at_the_paper_protocol(built):
+    evaluation = json.loads((built["root"] / "runs/ucf101/split1/tsn/dense/eval_10x3.json").read_text())
+    expected = tables.fmt(100 * evaluation["per_class"]["ApplyEyeMakeup"])
+    block = re.search(r"<details><summary>ucf101 split 1 tsn dense</summary>(.*?)</details>", built["html"], re.S)
+    assert block, "no folded per-class table for ucf101 split 1 tsn dense"
+    assert re.search(rf"<td>ApplyEyeMakeup</td><td[^>]*>{evaluation['per_class_support']['ApplyEyeMakeup']}</td>"
+                     rf"<td[^>]*>{re.escape(expected)}</td>", block.group(1)), block.group(1)[:600]
+    assert "eval_10x3.json" in block.group(1)
+    evaluated = built["results"].drop_duplicates(["dataset", "split", "model", "variant"])
+    assert built["html"].count("<details><summary>") == len(evaluated)
+    assert "**ucf101 split 1 tsn dense**" in built["md"] and f"| ApplyEyeMakeup |" in built["md"]
+
+
+def test_every_reproduce_row_links_its_run_folder_and_log(built, tmp_path, monkeypatch):
+    rows = table_with(html_tables(built["html"]), "command")
+    evaluated = built["results"].drop_duplicates(["dataset", "split", "model", "variant"])
+    assert len(rows) == len(evaluated)
+    assert '<a href="../runs/ucf101/split1/tsn/dense/">runs/ucf101/split1/tsn/dense/</a>' in built["html"]
+    assert "[runs/synth_hmdb51/split2/i3d/pruned-0.5/](../runs/synth_hmdb51/split2/i3d/pruned-0.5/)" in built["md"]
+    assert "logs/train/ucf101-split1-tsn.log (none)" in built["md"]  # the fixture wrote no logs
+    # a log that exists is linked: train log for dense, prune log (with the ratio) for pruned
+    from actionrepro.reporting import document
+
+    monkeypatch.chdir(tmp_path)
+    for log in ("logs/train/ucf101-split1-tsn.log", "logs/prune/ucf101-split1-tsn-0.5.log"):
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text("log\n")
+    picked = built["results"][(built["results"]["dataset"] == "ucf101") & (built["results"]["split"] == 1)
+                              & (built["results"]["model"] == "tsn")]
+    table = document.reproduce(PARAMS_FILE, picked)[-1][1]
+    assert list(table["log"]) == ["[logs/train/ucf101-split1-tsn.log](../logs/train/ucf101-split1-tsn.log)",
+                                  "[logs/prune/ucf101-split1-tsn-0.5.log](../logs/prune/ucf101-split1-tsn-0.5.log)"]
+
+
+def test_architecture_label_names_the_tiny_scale(built):
+    assert built["params"]["scale"] == "tiny"
+    rows = main_rows(built["md"])
+    assert row(rows, model="tsn", dataset="ucf101")["architecture"].startswith("TSN-R50 (tiny) [")
+    assert all("(tiny) [" in r["architecture"] for r in rows)
+    assert tables.arch_label("TSN-R50", {"scale": "full"}) == "TSN-R50"
+
+
+def test_figure_legends_sit_outside_the_axes():
+    summary = pd.DataFrame({"dataset": "ucf101", "model": ["tsn", "tsn", "r3d", "r3d"],
+                            "variant": ["dense", "pruned-0.5"] * 2, "ratio": [0.0, 0.5] * 2,
+                            "top1": [80.0, 78.0, 70.0, 65.0], "top1_std": [1.0, 2.0, 1.0, 2.0],
+                            "gflops": [4.0, 2.0, 8.0, 4.0]})
+    for fig in (figures.accuracy_vs_gflops(summary, ["tsn", "r3d"], "10x3"),
+                figures.accuracy_vs_ratio(summary, ["tsn", "r3d"], "10x3")):
+        figures.render(fig)  # lays the figure out
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            assert legend is not None
+            assert legend.get_window_extent().x0 >= ax.get_window_extent().x1

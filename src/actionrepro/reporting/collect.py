@@ -388,6 +388,28 @@ def read_confusion(dataset: str, split: int, model: str, variant: str, views: st
     return [str(c) for c in classes], matrix
 
 
+def read_per_class(dataset: str, split: int, model: str, variant: str, views: str) -> pd.DataFrame | None:
+    """Per-class accuracy (percent) and test videos per class from eval_<views>.json (written by
+    engine.evaluation.classification_metrics), in class order; None if absent or unreadable."""
+    path = runs.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
+    if not path.is_file():
+        return None
+    try:
+        data = read_json(path)
+    except Unreadable as err:
+        log.warning("report: %s", err)
+        return None
+    per_class = data.get("per_class")
+    if not isinstance(per_class, dict) or not per_class:
+        return None
+    support = data.get("per_class_support") or {}
+    classes = [str(c) for c in (data.get("classes") or per_class)]
+    rows = [{"class": c, "test videos": support.get(c),
+             "accuracy (%)": _pct(per_class.get(c)) if per_class.get(c) is not None else math.nan}
+            for c in classes]
+    return pd.DataFrame(rows, columns=["class", "test videos", "accuracy (%)"])
+
+
 # ---------------------------------------------------------------- data steps
 def store_summaries(datasets: list[str]) -> pd.DataFrame:
     """Per dataset and store (frames, flow): videos, stored, quarantined (total and per reason), seconds."""

@@ -7,9 +7,11 @@ import datetime as dt
 import logging
 import math
 
+from pathlib import Path
+
 import pandas as pd
 
-from actionrepro import runs
+from actionrepro import paths, runs
 from actionrepro.errors import ActionReproError
 from actionrepro.reporting import collect, figures, tables
 
@@ -142,7 +144,8 @@ def _runs(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal, stores,
-                  quarantine, figure_blocks) -> list[tuple]:
+                  quarantine, figure_blocks, root_link: str = "../") -> list[tuple]:
+    """root_link: the project root as seen from the report folder (links to runs/ and logs/)."""
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     evaluated = int((status["state"] == collect.EVALUATED).sum())
     blocks: list[tuple] = [
@@ -163,9 +166,10 @@ def report_blocks(params, params_file, git, phash, results, status, main, prunin
         blocks += [("h3", "Pruning"), ("table", pruning, PRUNING_CAPTION)]
     if len(temporal):
         blocks += [("h3", "Temporal order (synthetic datasets)"), ("table", temporal, TEMPORAL_CAPTION)]
+    blocks += per_class(results, tables.paper_views(params))
     blocks += [("h2", "Figures")]
     blocks += figure_blocks or [("p", "No figures: no run has been evaluated yet.")]
-    blocks += reproduce(params_file, results)
+    blocks += reproduce(params_file, results, root_link)
     return blocks
 
 
@@ -276,7 +280,34 @@ def problems(params, results, status, stores, quarantine) -> list[tuple]:
     return blocks
 
 
-def reproduce(params_file: str, results: pd.DataFrame) -> list[tuple]:
+def per_class(results: pd.DataFrame, views: str) -> list[tuple]:
+    """One folded per-class accuracy table per evaluated run, at the paper view protocol."""
+    run_rows = _runs(results)
+    blocks = []
+    for r in run_rows.itertuples() if len(run_rows) else []:
+        frame = collect.read_per_class(r.dataset, r.split, r.model, r.variant, views)
+        if frame is None:
+            continue
+        frame = frame.assign(**{"test videos": frame["test videos"].astype("Int64"),
+                                "accuracy (%)": frame["accuracy (%)"].map(lambda v: tables.fmt(v) if pd.notna(v) else "")})
+        blocks.append(("details", f"{r.dataset} split {r.split} {r.model} {r.variant}", frame,
+                       f"eval_{views}.json; empty accuracy: no test video of that class."))
+    if not blocks:
+        return []
+    return [("h3", f"Per-class accuracy ({views})"),
+            ("p", f"Top-1 accuracy per class (recall) of every evaluated run at the paper {views} view protocol, "
+                  "from its eval_<views>.json; click a run to unfold its table.")] + blocks
+
+
+def log_file(run: runs.RunId) -> str:
+    """The Snakemake log of the step that made a run's weights (train for dense, prune for pruned)."""
+    if run.variant == runs.DENSE:
+        return f"{paths.LOGS.as_posix()}/train/{run.dataset}-split{run.split}-{run.model}.log"
+    ratio = run.variant.removeprefix(runs.PRUNED_PREFIX)
+    return f"{paths.LOGS.as_posix()}/prune/{run.dataset}-split{run.split}-{run.model}-{ratio}.log"
+
+
+def reproduce(params_file: str, results: pd.DataFrame, root_link: str = "../") -> list[tuple]:
     config = "" if params_file == "params.yaml" else f" --configfile {params_file}"
     blocks: list[tuple] = [
         ("h2", "How to reproduce"),
@@ -286,9 +317,15 @@ def reproduce(params_file: str, results: pd.DataFrame) -> list[tuple]:
     ]
     run_rows = _runs(results)
     if len(run_rows):
-        rows = [{"run": f"{r.dataset} split {r.split} {r.model} {r.variant}", "command": f"`{r.reproduce}`",
-                 "steps": " && ".join(f"`{c}`" for c in runs.step_commands(runs.RunId(r.dataset, r.split, r.model, r.variant),
-                                                                             params_file))}
-                for r in run_rows.itertuples()]
-        blocks.append(("table", pd.DataFrame(rows), "One command per run (its eval.json holds both view protocols)."))
+        rows = []
+        for r in run_rows.itertuples():
+            run = runs.RunId(r.dataset, r.split, r.model, r.variant)
+            logged = log_file(run)
+            rows.append({"run": f"{r.dataset} split {r.split} {r.model} {r.variant}",
+                         "folder": f"[{r.run_dir}/]({root_link}{r.run_dir}/)",
+                         "log": f"[{logged}]({root_link}{logged})" if Path(logged).is_file() else f"{logged} (none)",
+                         "command": f"`{r.reproduce}`",
+                         "steps": " && ".join(f"`{c}`" for c in runs.step_commands(run, params_file))})
+        blocks.append(("table", pd.DataFrame(rows), "One command per run (its eval.json holds both view protocols); "
+                                                    "folder and log link to the run's files, relative to this report."))
     return blocks

@@ -36,12 +36,17 @@ def _grid(n: int, width: float = 5.2, height: float = 4.0, cols: int = 2) -> tup
     return fig, axes[:n]
 
 
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, never over a data point (the layout makes room for it)."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+
+
 def render(fig: Figure) -> tuple[bytes, bytes]:
     """(PNG bytes, SVG bytes) of a figure."""
     png, svg = io.BytesIO(), io.BytesIO()
-    fig.savefig(png, format="png", dpi=DPI)
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")  # legends outside the axes stay in
     fig.set_layout_engine("none")  # keep the layout just computed: the SVG matches and costs half
-    fig.savefig(svg, format="svg", metadata={"Date": None})  # no timestamp: same input, same file
+    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})  # no timestamp: same input, same file
     return png.getvalue(), svg.getvalue()
 
 
@@ -92,7 +97,7 @@ def accuracy_vs_gflops(summary: pd.DataFrame, models: list[str], views: str) -> 
         ax.set_ylabel(f"top-1 % ({views}, mean over splits)")
         ax.set_title(f"{ds}: accuracy vs cost (o dense, v pruned)")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _legend_outside(ax)
     return fig
 
 
@@ -116,7 +121,7 @@ def accuracy_vs_ratio(summary: pd.DataFrame, models: list[str], views: str) -> F
         ax.set_ylabel(f"top-1 % ({views})")
         ax.set_title(f"{ds}: accuracy vs pruning ratio")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _legend_outside(ax)
     return fig
 
 
@@ -142,7 +147,7 @@ def training_curves(dataset: str, histories: dict[str, pd.DataFrame], models: li
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        _legend_outside(ax)
     return fig
 
 

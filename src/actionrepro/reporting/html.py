@@ -4,7 +4,10 @@ page (report.html: inline CSS, figures as base64 PNG, no request leaves the file
 Blocks are plain tuples:
   ("h1" | "h2" | "h3", text)          ("p", text)          ("ul", [text, ...])
   ("table", DataFrame, caption)        ("code", text)       ("figure", name, png_bytes, caption)
-Text may hold `code` spans and **bold**, rendered as <code> and <strong> in HTML.
+  ("details", summary, DataFrame, caption): a table folded under its summary line (HTML <details>;
+  in Markdown a bold line above the table)
+Text may hold `code` spans, **bold** and [text](relative/link), rendered as <code>, <strong> and <a>
+in HTML.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pandas as pd
 
 _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1400px;
@@ -34,6 +38,8 @@ pre { padding: .6em; overflow-x: auto; }
 figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-style: italic; font-size: 13px; }
+details { margin: .2em 0; }
+summary { cursor: pointer; font-size: 14px; }
 img.broken { min-width: 200px; min-height: 40px; outline: 3px solid #c00; }
 .scroll { overflow-x: auto; }
 """
@@ -82,6 +88,9 @@ def render_markdown(blocks: list[tuple], figure_dir: str = "figures") -> str:
         elif kind == "table":
             _, frame, caption = block
             out.append((f"*{caption}*\n\n" if caption else "") + markdown_table(frame))
+        elif kind == "details":
+            _, summary, frame, caption = block
+            out.append(f"**{summary}**" + (f" — *{caption}*" if caption else "") + "\n\n" + markdown_table(frame))
         elif kind == "code":
             out.append("```\n" + block[1].rstrip("\n") + "\n```\n")
         elif kind == "figure":
@@ -101,7 +110,8 @@ def inline(text: str) -> str:
         if _CODE.fullmatch(part):
             out.append(f"<code>{html.escape(part[1:-1], quote=True)}</code>")
         else:
-            out.append(_BOLD.sub(r"<strong>\1</strong>", html.escape(part, quote=True)))
+            text = _BOLD.sub(r"<strong>\1</strong>", html.escape(part, quote=True))
+            out.append(_LINK.sub(r'<a href="\2">\1</a>', text))
     return "".join(out)
 
 
@@ -133,6 +143,9 @@ def render_html(blocks: list[tuple], title: str) -> str:
             parts.append("<ul>" + "".join(f"<li>{inline(item)}</li>" for item in block[1]) + "</ul>")
         elif kind == "table":
             parts.append(html_table(block[1], block[2]))
+        elif kind == "details":
+            _, summary, frame, caption = block
+            parts.append(f"<details><summary>{inline(summary)}</summary>\n{html_table(frame, caption)}</details>")
         elif kind == "code":
             parts.append(f"<pre><code>{html.escape(block[1])}</code></pre>")
         elif kind == "figure":

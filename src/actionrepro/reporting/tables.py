@@ -106,6 +106,13 @@ def _top1_by_split(rows: pd.DataFrame) -> dict[int, float]:
 
 
 # ---------------------------------------------------------------- main table
+def arch_label(title: str, params: dict) -> str:
+    """A registry title with the scale the runs were made at when it is not the paper's: a tiny
+    model is not the published architecture ("TSN-R50 (tiny)")."""
+    scale = str(params.get("scale") or "")
+    return f"{title} ({scale})" if scale == "tiny" else title
+
+
 def main_table(results: pd.DataFrame, params: dict, infos: dict) -> pd.DataFrame:
     """model x dataset (dense): split 1 and mean ± std per view protocol, params, GFLOPs, and each
     published number beside ours (one row per published number; a row without one if none)."""
@@ -119,7 +126,8 @@ def main_table(results: pd.DataFrame, params: dict, infos: dict) -> pd.DataFrame
         for ds in params["datasets"]:
             mine = _select(dense, model=model, dataset=ds)
             row = {"model": model,
-                   "architecture": f"{info.title} [{PROVENANCE[info.tag]}]" if info else "(not in the registry)",
+                   "architecture": f"{arch_label(info.title, params)} [{PROVENANCE[info.tag]}]" if info
+                                   else "(not in the registry)",
                    "dataset": ds,
                    "init": ", ".join(sorted(set(mine["pretrained"].astype(str)))) if len(mine) else ""}
             by_views = {}

@@ -15,6 +15,7 @@ The report shows what exists: a partial run gives a partial report that names wh
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -78,7 +79,7 @@ def build_report(params: dict, out: Path = paths.REPORTS, params_file: str | Pat
     remove_stale_figures(out / "figures", {p.name for p in written.values()})
 
     blocks = document.report_blocks(params, params_file, git, phash, results, status, main, pruning, temporal,
-                           stores, quarantine, figure_blocks)
+                           stores, quarantine, figure_blocks, root_link=project_link(out))
     put("report_md", out / "report.md", atomic_write_text, html.render_markdown(blocks))
     put("report_html", out / "report.html", atomic_write_text, html.render_html(blocks, document.TITLE))
     put("provenance", out / provenance.FILE_NAME, atomic_write_json,
@@ -123,6 +124,15 @@ def resolve_params_file(params: dict, given: str | Path | None = None) -> str:
         except ActionReproError:
             continue
     return "PARAMS_FILE"
+
+
+def project_link(out: Path) -> str:
+    """The project root (the working directory) as a relative link from the report folder `out`."""
+    try:
+        rel = Path(os.path.relpath(Path.cwd(), Path(out).resolve())).as_posix()
+    except ValueError:  # another drive (Windows): no relative link exists
+        return Path.cwd().as_uri() + "/"
+    return "" if rel == "." else rel + "/"
 
 
 def remove_stale_figures(folder: Path, keep: set[str]) -> None:
