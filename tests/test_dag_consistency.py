@@ -44,7 +44,8 @@ DIRECTORY_OUTS = {
 # train.smk), and chains evaluation through eval.json alone. DVC must declare every file a stage
 # writes under runs/: the report depends on that whole directory, and `dvc pull` restores only
 # declared outputs, so an undeclared file would leave a fresh clone's report stage out of date.
-DVC_ONLY_OUTS = re.compile(r"checkpoint\.pt|eval_\d+x\d+\.json|predictions_\d+x\d+\.csv|scores_\d+x\d+\.npy")
+DVC_ONLY_OUTS = re.compile(r"checkpoint\.pt|eval_\d+x\d+\.json|predictions_\d+x\d+\.csv|scores_\d+x\d+\.npy"
+                           r"|provenance_\w+\.json|tb")
 # What a DVC stage depends on beyond Snakemake's edges, by step: DVC re-runs a stage only when its own
 # deps change, so a stage lists every store its command reads (dvc.yaml's header), and the report's
 # `runs` directory holds the train and prune checkpoints. Flow feeds every train stage (see below).

@@ -38,7 +38,7 @@ def workspace(tmp_path_factory):
 def test_dvc_repro_runs_every_stage_once(workspace):
     root, out = workspace
     stages = sorted(run_tool(root, "dvc", "stage", "list", "--name-only").split())
-    assert len(stages) == 14
+    assert len(stages) == 15  # weights, download, extract, splits, decode, flow, 2 x (train, evaluate, prune, evaluate_pruned), report
     assert ran(out) == stages
     for model in ["tsn", "stpn"]:
         for variant in ["dense", "pruned-0.3"]:

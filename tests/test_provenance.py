@@ -139,7 +139,7 @@ def test_changed_code_or_data_or_swapped_weights_make_a_run_stale(tree):
     run = Path("runs/ucf101/split1/tsn/dense")
     record = provenance.read(run)
     record["train"]["code"][next(iter(record["train"]["code"]))] = "0" * 64
-    (run / provenance.FILE_NAME).write_text(json.dumps(record))
+    provenance.write(run, "train", record["train"])
     Path("data/frames/synth_hmdb51/summary.json").write_text("{}")
     (Path("runs/ucf101/split2/tsn/dense") / "checkpoint.pt").write_bytes(b"other weights, longer than before")
     _, status = collect.collect_results(tree, "hash", "config/fixture.yaml")
@@ -154,7 +154,7 @@ def test_results_carry_each_runs_own_commit_torch_and_environment_flag(tree):
     run = Path("runs/ucf101/split1/tsn/dense")
     record = provenance.read(run)
     record["train"]["environment"]["packages"]["torch"] = "0.0-elsewhere"
-    (run / provenance.FILE_NAME).write_text(json.dumps(record))
+    provenance.write(run, "train", record["train"])
     results, _ = collect.collect_results(tree, "hash", "config/fixture.yaml")
     odd = results[results.run_dir == run.as_posix()]
     assert set(odd["torch"]) == {"0.0-elsewhere"} and odd["environment_differs"].all()

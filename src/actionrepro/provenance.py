@@ -3,8 +3,9 @@ code (commit, dirty tree, digests of the files the step ran), the environment (p
 CPU model and flags or GPU), the settings the step read (the params keys of actionrepro.dag), the
 params file and any one-off overrides, the inputs (digests) and the seed.
 
-Each run directory holds provenance.json with one record per step that wrote into it ("train" or
-"prune", and "evaluate"). The report compares these records with what it is asked about and
+Each run directory holds one record per step that wrote into it: provenance_train.json (or
+provenance_prune.json) and provenance_evaluate.json, one file per step so that each front door can
+declare it as that step's output. The report compares these records with what it is asked about and
 calls a result stale, never current, when settings, inputs or code differ.
 """
 
@@ -22,7 +23,8 @@ from pathlib import Path
 from actionrepro import config, dag
 from actionrepro.io import atomic_write_json, file_digest
 
-FILE_NAME = "provenance.json"
+FILE_NAME = "provenance.json"  # the report folder's record
+STEP_FILE = "provenance_{}.json"
 PACKAGES = ("torch", "torchvision", "torch-pruning", "decord", "opencv-contrib-python-headless", "numpy",
             "actionrepro")
 # Steps whose settings depend on the model: the model's own options, and its code.
@@ -159,23 +161,33 @@ def make_record(step: str, params: dict, *, params_file: str | None, model: str 
     }
 
 
-def read(run_dir: Path) -> dict:
-    """The run's provenance.json ({} when absent or unreadable: nothing is known)."""
+def read_file(path: Path) -> dict:
+    """A JSON record ({} when absent or unreadable: nothing is known)."""
     try:
-        data = json.loads((Path(run_dir) / FILE_NAME).read_text())
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 
 
+def read(run_dir: Path) -> dict:
+    """{step: record} of every step that recorded itself in `run_dir`."""
+    prefix, suffix = STEP_FILE.split("{}")
+    records = {}
+    for path in sorted(Path(run_dir).glob(STEP_FILE.format("*"))):
+        record = read_file(path)
+        if record:
+            records[path.name[len(prefix):-len(suffix)]] = record
+    return records
+
+
 def write(run_dir: Path, key: str, record: dict | None) -> None:
-    """Set (or, with None, remove) one step's record in the run's provenance.json, atomically."""
-    data = read(run_dir)
+    """Set (or, with None, remove) one step's record in `run_dir`, atomically."""
+    path = Path(run_dir) / STEP_FILE.format(key)
     if record is None:
-        data.pop(key, None)
+        path.unlink(missing_ok=True)
     else:
-        data[key] = record
-    atomic_write_json(Path(run_dir) / FILE_NAME, data)
+        atomic_write_json(path, record)
 
 
 def settings_diff(recorded: dict, wanted: dict, prefix: str = "") -> list[str]:

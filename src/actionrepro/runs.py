@@ -355,10 +355,9 @@ def start_over(path: Path, key: str) -> None:
     for pattern in patterns:
         for old in path.glob(pattern):
             old.unlink()
-    if (path / provenance.FILE_NAME).is_file():
-        provenance.write(path, key, None)
-        if key != "evaluate":
-            provenance.write(path, "evaluate", None)
+    provenance.write(path, key, None)
+    if key != "evaluate":
+        provenance.write(path, "evaluate", None)
 
 
 def _has_outputs(path: Path, key: str) -> bool:

@@ -1,5 +1,5 @@
 """Is an evaluated run the answer to what the report is asked? A run counts only when the settings,
-code and inputs recorded in its provenance.json are the ones the params and the source tree give
+code and inputs recorded in its provenance_<step>.json files are the ones the params and the source tree give
 now; otherwise the report calls it stale and says why, and shows no number for it."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def stale_reasons(run: runs.RunId, params: dict) -> list[str]:
 
 def _step_reasons(run: runs.RunId, step: str, record: dict | None, params: dict) -> list[str]:
     if not record:
-        return [f"no {step} record in {run.dir / provenance.FILE_NAME} (made before provenance was recorded)"]
+        return [f"no {run.dir / provenance.STEP_FILE.format(step)} (made before provenance was recorded)"]
     if not record.get("complete"):
         return [f"{step} did not finish"]
     wanted = provenance.step_settings(step, params, run.model, run.dataset)

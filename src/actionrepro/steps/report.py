@@ -103,7 +103,7 @@ def run(args, params: dict) -> None:
 
 def refuse_other_report(out: Path, params_file: str, phash: str) -> None:
     """A report folder belongs to one params file: another one's report is not replaced silently."""
-    made = provenance.read(out)
+    made = provenance.read_file(out / provenance.FILE_NAME)
     if made and made.get("params_file") != params_file and made.get("params_hash") != phash:
         raise ActionReproError(f"{out} holds the report of {made.get('params_file')}; this command reads {params_file}. "
                                f"Refusing to replace it: pass --out DIR for this report, or --params "
