@@ -372,15 +372,22 @@ def read_history(dataset: str, split: int, model: str, variant: str = "dense") -
     return history if "epoch" in history.columns and len(history) else None
 
 
-def read_confusion(dataset: str, split: int, model: str, variant: str, views: str) -> tuple[list[str], list[list[int]]] | None:
-    """(class names, confusion matrix rows=true, cols=predicted) from eval_<views>.json, or None."""
+def protocol_eval(dataset: str, split: int, model: str, variant: str, views: str) -> dict | None:
+    """eval_<views>.json of a run; None (with a warning when unreadable) where there is none."""
     path = runs.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
     if not path.is_file():
         return None
     try:
-        data = read_json(path)
+        return read_json(path)
     except Unreadable as err:
         log.warning("report: %s", err)
+        return None
+
+
+def read_confusion(dataset: str, split: int, model: str, variant: str, views: str) -> tuple[list[str], list[list[int]]] | None:
+    """(class names, confusion matrix rows=true, cols=predicted) from eval_<views>.json, or None."""
+    data = protocol_eval(dataset, split, model, variant, views)
+    if data is None:
         return None
     matrix, classes = data.get("confusion_matrix"), data.get("classes")
     if not matrix or not classes or len(matrix) != len(classes):
@@ -391,13 +398,8 @@ def read_confusion(dataset: str, split: int, model: str, variant: str, views: st
 def read_per_class(dataset: str, split: int, model: str, variant: str, views: str) -> pd.DataFrame | None:
     """Per-class accuracy (percent) and test videos per class from eval_<views>.json (written by
     engine.evaluation.classification_metrics), in class order; None if absent or unreadable."""
-    path = runs.run_dir(dataset, split, model, variant) / f"eval_{views}.json"
-    if not path.is_file():
-        return None
-    try:
-        data = read_json(path)
-    except Unreadable as err:
-        log.warning("report: %s", err)
+    data = protocol_eval(dataset, split, model, variant, views)
+    if data is None:
         return None
     per_class = data.get("per_class")
     if not isinstance(per_class, dict) or not per_class:
