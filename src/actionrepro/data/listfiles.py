@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 
 from actionrepro import paths
 from actionrepro.data.archives import MARKER as EXTRACTED, MARKER_VERSION
-from actionrepro.data.manifests import Entry, _read_lines
+from actionrepro.data.manifests import Entry, _read_lines, read_class_index
 from actionrepro.data.sources import CustomSpec
 from actionrepro.errors import DataError
 from actionrepro.io import atomic_write_json, file_digest
@@ -140,15 +140,7 @@ def link(dataset: str) -> Path:
 # --------------------------------------------------------------------------------- splits
 def parse_classes(path: Path, shown: str) -> list[str]:
     """Class names in label order from "<index> <name>" lines, indices 0..N-1 or 1..N."""
-    index: dict[int, str] = {}
-    for n, line in _read_lines(path):
-        m = _CLASS_LINE.match(line)
-        if not m:
-            raise DataError(f"{shown}:{n}: expected '<index> <class name>', got {line!r}")
-        idx, name = int(m["idx"]), m["name"]
-        if idx in index or name in index.values():
-            raise DataError(f"{shown}:{n}: index {idx} or class {name!r} appears twice")
-        index[idx] = name
+    index = read_class_index(path, shown, _CLASS_LINE, "<index> <class name>")
     if not index:
         raise DataError(f"{shown} lists no classes")
     first = min(index)

@@ -98,20 +98,27 @@ def require_dir(path: Path, dataset: str, what: str) -> None:
 # UCF101: ucfTrainTestlist/classInd.txt, trainlist0k.txt (with labels), testlist0k.txt (without)
 
 
+def read_class_index(path: Path, shown: str, line_pattern: re.Pattern, form: str) -> dict[int, str]:
+    """{index: class name} from a class-index file of "<index> <name>" lines (UCF101's classInd.txt,
+    a list-file dataset's classes file); a malformed or repeated line names the file and line."""
+    index: dict[int, str] = {}
+    for n, line in _read_lines(path):
+        m = line_pattern.match(line)
+        if not m:
+            raise DataError(f"{shown}:{n}: expected '{form}', got {line!r}")
+        idx, name = int(m["idx"]), m["name"]
+        if idx in index or name in index.values():
+            raise DataError(f"{shown}:{n}: index {idx} or class {name!r} appears twice")
+        index[idx] = name
+    return index
+
+
 def parse_ucf101(list_dir: Path) -> tuple[list[str], dict[int, list[Entry]]]:
     """Classes (label order) and per-split entries from an ucfTrainTestlist folder."""
     class_file = list_dir / "classInd.txt"
     if not class_file.is_file():
         raise DataError(f"{class_file} not found: the UCF101 split archive is not extracted there")
-    index: dict[int, str] = {}
-    for n, line in _read_lines(class_file):
-        m = _CLASSIND_LINE.match(line)
-        if not m:
-            raise DataError(f"{class_file}:{n}: expected '<index> <ClassName>', got {line!r}")
-        idx, name = int(m["idx"]), m["name"]
-        if idx in index or name in index.values():
-            raise DataError(f"{class_file}:{n}: index {idx} or class {name!r} appears twice")
-        index[idx] = name
+    index = read_class_index(class_file, str(class_file), _CLASSIND_LINE, "<index> <ClassName>")
     if sorted(index) != list(range(1, len(index) + 1)):
         raise DataError(f"{class_file}: class indices must be 1..{len(index)} without gaps, got {sorted(index)[:5]}...")
     classes = [index[i] for i in range(1, len(index) + 1)]
