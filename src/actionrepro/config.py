@@ -133,6 +133,15 @@ def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> dict:
     """Read a params file, apply one-off `KEY=VALUE` overrides (dotted keys, YAML values), and
     validate the result; errors name the file and the override."""
     path = Path(path)
+    params = read_with_base(path, ())
+    for override in overrides:
+        apply_override(params, override)
+    source = f"{path} with --set {' --set '.join(overrides)}" if overrides else str(path)
+    return validate(params, source=source)
+
+
+def read_mapping(path: Path) -> dict:
+    """One params file's own YAML mapping (no base applied, no validation)."""
     if not path.is_file():
         raise ConfigError(f"params file {path} not found; run from the project root or pass --params FILE")
     try:
@@ -141,10 +150,25 @@ def load(path: str | Path = "params.yaml", overrides: list[str] = ()) -> dict:
         raise ConfigError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(params, dict):
         raise ConfigError(f"{path} must hold a mapping of keys (seed, datasets, ...), not {type(params).__name__}")
-    for override in overrides:
-        apply_override(params, override)
-    source = f"{path} with --set {' --set '.join(overrides)}" if overrides else str(path)
-    return validate(params, source=source)
+    return params
+
+
+def read_with_base(path: Path, chain: tuple[Path, ...]) -> dict:
+    """`path`'s params overlaid on those of its `base:` file (a path relative to `path`'s folder),
+    recursively: a variant of params.yaml (config/smoke.yaml) states only what it changes and
+    follows every later change of the recipes. Mappings merge key by key; lists and values replace.
+    DVC reads params.yaml's own keys only: keep `base:` for configs run through Snakemake or the CLI."""
+    params = read_mapping(path)
+    base = params.pop("base", None)
+    if base is None:
+        return params
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{path}: 'base' must be the path of another params file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain or base_path == path.resolve():
+        names = " -> ".join(str(p) for p in (*chain, path.resolve(), base_path))
+        raise ConfigError(f"{path}: 'base' files form a cycle ({names}); one of them must not name a base")
+    return _overlay(read_with_base(base_path, (*chain, path.resolve())), params)
 
 
 def apply_override(params: dict, override: str) -> None:
@@ -205,7 +229,8 @@ def _overlay(base: dict, top: dict) -> dict:
 
 def resolve(params: dict, dataset: str, model: str) -> dict:
     """The params one run (dataset, model) uses: the global blocks overlaid with the model's recipe,
-    then with the recipe's part for `dataset`. Also sets
+    then with the recipe's part for `dataset`, then with `after_recipes` (what a smoke or debugging
+    run imposes on every model: one epoch, fewer views). Also sets
       architectures[model]  the model's options (global, then recipe `architecture`, then the dataset's)
       init                  none | imagenet | kinetics400 | a checkpoint path (default none)
       anchor                the recipe's anchor ({} if none)
@@ -226,6 +251,8 @@ def resolve(params: dict, dataset: str, model: str) -> dict:
         init = layer.get("init", init)
     out["architectures"] = {**(out.get("architectures") or {}), model: options}
     out["init"] = init
+    for block, settings in (out.get("after_recipes") or {}).items():
+        out[block] = _overlay(out[block], settings)
     anchor = dict(recipe.get("anchor") or {})
     for layer in layers[1:]:
         anchor.update(layer.get("anchor") or {})

@@ -28,17 +28,18 @@ STEP_PARAMS: dict[str, tuple[str, ...]] = {
     # the pretrained checkpoints of the recipes' inits (Snakemake narrows recipes to the inits: inits_of)
     "weights": ("download", "datasets", "models", "recipes"),
     "flow": ("flow", "decode.jpeg_quality"),
-    "train": ("seed", "scale", "train", "augment", "architectures", "recipes"),
-    "prune": ("seed", "train", "augment", "recipes", "prune.importance", "prune.global_pruning",
+    "train": ("seed", "scale", "train", "augment", "architectures", "recipes", "after_recipes"),
+    "prune": ("seed", "train", "augment", "recipes", "after_recipes", "prune.importance", "prune.global_pruning",
               "prune.iterative_steps", "prune.round_to", "prune.finetune_epochs", "prune.finetune_lr",
               "evaluate.latency_repeats"),
-    "evaluate": ("evaluate", "train.device", "train.num_workers", "recipes"),
+    "evaluate": ("evaluate", "train.device", "train.num_workers", "train.loader_memory_gb", "recipes",
+                 "after_recipes"),
     # the report reads the whole file (target lists, protocols, provenance, params_hash)
     "report": (),
 }
 
 # Keys with a schema default that a hand-made params dict may lack.
-OPTIONAL_KEYS = {"recipes": {}}
+OPTIONAL_KEYS = {"recipes": {}, "after_recipes": {}}
 
 # Two-stream models (registry.needs_flow), kept as a table because asking the registry imports torch
 # and every architecture; tests/test_snakemake_workflow.py checks it against the registry.
