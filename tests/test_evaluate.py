@@ -14,6 +14,7 @@ from sklearn.metrics import confusion_matrix as sklearn_confusion_matrix
 from torch import nn
 from torch.utils.data import Dataset
 
+import actionrepro.pruning.structure  # noqa: F401  (imported before a test swaps in a fake model registry)
 from actionrepro import runs
 from actionrepro.engine import evaluation
 from actionrepro.steps import evaluate as evaluate_step
@@ -69,7 +70,7 @@ class ViewClips(Dataset):
 def predictions_of(data, batch_size=3, **kw):
     model = ShowClass(data.num_classes)
     model.load_state_dict(identity_state(data.num_classes))
-    return evaluation.predict_all(model, data, batch_size, "cpu", progress=False, **kw)
+    return evaluation.predict_all(model, data, batch_size, "cpu", progress=False, **{"loader_memory_gb": 8, **kw})
 
 
 # ---------------------------------------------------------------- every video once
@@ -356,7 +357,7 @@ def install_fake_dataset(monkeypatch, built):
 
 
 PARAMS = {"evaluate": {"clips": 1, "crops": 3, "batch_size": 3, "chunk_clips": 4, "latency_batch": 4, "latency_repeats": 2},
-          "train": {"batch_size": 4, "device": "cpu", "num_workers": 0}}
+          "train": {"batch_size": 4, "device": "cpu", "num_workers": 0, "loader_memory_gb": 8}}
 
 
 @pytest.fixture

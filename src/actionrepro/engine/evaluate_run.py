@@ -149,7 +149,8 @@ def _evaluate_protocol(model: nn.Module, dataset: str, split: int, params: dict,
     indices, labels, scores = predict_all(
         model, data, int(params["evaluate"]["batch_size"]), ctx.device,
         num_workers=int(params["train"]["num_workers"]), rank=ctx.rank, world=ctx.world_size,
-        desc=f"{header['model']} {views}", max_clips=int(params["evaluate"]["chunk_clips"]))
+        desc=f"{header['model']} {views}", max_clips=int(params["evaluate"]["chunk_clips"]),
+        loader_memory_gb=float(params["train"]["loader_memory_gb"]))
     if scores.shape[1] != data.num_classes:
         raise ActionReproError(f"{run}: the model outputs {scores.shape[1]} classes but {dataset} has "
                                f"{data.num_classes}; was it trained on another dataset?")

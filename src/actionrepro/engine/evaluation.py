@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from actionrepro.data import gpu_clips
+from actionrepro.engine import inflight
 from actionrepro.errors import ActionReproError
 
 SCORE_AVERAGING = "mean over views of per-view softmax probabilities"
@@ -100,12 +101,14 @@ def check_complete(indices: np.ndarray, n: int, what: str) -> np.ndarray:
 
 def predict_all(model: nn.Module, data, batch_size: int, device: torch.device | str = "cpu",
                 num_workers: int = 0, rank: int = 0, world: int = 1, progress: bool = True,
-                desc: str = "evaluate", max_clips: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                desc: str = "evaluate", max_clips: int | None = None, *,
+                loader_memory_gb: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predict every item of `data` exactly once over `world` ranks; every rank gets all of them,
-    sorted by dataset index."""
+    sorted by dataset index. The loader's prefetched batches stay within loader_memory_gb."""
     device = torch.device(device)
+    plan = inflight.plan_for(data, batch_size, num_workers, loader_memory_gb, desc)
     loader = DataLoader(data, batch_size=batch_size, sampler=shard_indices(len(data), rank, world),
-                        num_workers=num_workers, drop_last=False, pin_memory=device.type == "cuda",
+                        **plan.kwargs(), drop_last=False, pin_memory=device.type == "cuda",
                         collate_fn=gpu_clips.collate_for(data))
     indices, labels, scores = predict(model, loader, device, progress=progress and rank == 0, desc=desc,
                                       max_clips=max_clips)

@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from actionrepro.data import gpu_clips
-from actionrepro.engine import checkpoint, determinism, distributed, optim
+from actionrepro.engine import checkpoint, determinism, distributed, inflight, optim
 from actionrepro.engine.monitor import Monitor, open_writer
 from actionrepro.engine.settings import RESUME_IRRELEVANT, TrainSettings  # noqa: F401  (re-exported)
 from actionrepro.engine.step import INPUT_KEYS, autocast_for, backward_pass, model_inputs, optimizer_step
@@ -178,24 +178,26 @@ def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, batches: Batc
     sampler.set_epoch(epoch)
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
-    workers = settings.num_workers
+    plan = inflight.plan_for(train_set, batches.per_rank, settings.num_workers, settings.loader_memory_gb,
+                             "training loader")
     return DataLoader(
-        train_set, batch_size=batches.per_rank, sampler=sampler, num_workers=workers,
+        train_set, batch_size=batches.per_rank, sampler=sampler, **plan.kwargs(),
         pin_memory=ctx.device.type == "cuda", drop_last=False, collate_fn=gpu_clips.collate_for(train_set),
-        worker_init_fn=determinism.worker_init_fn if workers else None,
+        worker_init_fn=determinism.worker_init_fn if plan.num_workers else None,
         generator=torch.Generator().manual_seed(determinism.derive_seed(settings.seed, epoch, ctx.rank)),
     )
 
 
-def validation_loader(val_set: Dataset | None, batch_size: int, *, num_workers: int,
+def validation_loader(val_set: Dataset | None, batch_size: int, *, num_workers: int, memory_gb: float,
                       ctx: distributed.Context) -> DataLoader | None:
     """This rank's shard of the validation subset (every rank-th video, no padding); None without one."""
     if val_set is None or not len(val_set):
         return None
     shard = Subset(val_set, list(range(ctx.rank, len(val_set), ctx.world_size)))
-    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+    plan = inflight.plan_for(shard, batch_size, num_workers, memory_gb, "validation loader")
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, **plan.kwargs(),
                       pin_memory=ctx.device.type == "cuda", collate_fn=gpu_clips.collate_for(val_set),
-                      worker_init_fn=determinism.worker_init_fn if num_workers else None)
+                      worker_init_fn=determinism.worker_init_fn if plan.num_workers else None)
 
 
 def _fold_views(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -428,7 +430,8 @@ def _fit(model, train_set, val_set, settings: TrainSettings, out_dir: Path, *, i
     per_rank = settings.batch_size // ctx.world_size
     batches = Batches(per_rank, math.ceil(len(sampler) / per_rank), settings.accumulate)
     parts = build_parts(core, settings, ctx, steps_per_epoch=math.ceil(batches.per_epoch / batches.accumulate))
-    val_loader = validation_loader(val_set, per_rank, num_workers=settings.num_workers, ctx=ctx)
+    val_loader = validation_loader(val_set, per_rank, num_workers=settings.num_workers,
+                                   memory_gb=settings.loader_memory_gb, ctx=ctx)
     monitor = _open_monitor(settings, batches, ctx=ctx, progress=progress,
                             tb_dir=tb_dir, start_epoch=0 if state is None else int(state["epoch"]))
     try:

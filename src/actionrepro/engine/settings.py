@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from actionrepro.errors import ConfigError
 
 # Settings that do not change the numbers a run produces: a resumed run may differ in them.
-RESUME_IRRELEVANT = ("num_workers", "device", "compile", "log_every", "tensorboard")
+RESUME_IRRELEVANT = ("num_workers", "loader_memory_gb", "device", "compile", "log_every", "tensorboard")
 
 
 def _frozen(value: Any) -> Any:
@@ -49,6 +49,7 @@ class TrainSettings:
     compile: bool
     val_fraction: float
     num_workers: int
+    loader_memory_gb: float  # host memory the loader's prefetched batches may take (engine.inflight)
     device: str
     log_every: int
     tensorboard: bool
@@ -77,7 +78,8 @@ class TrainSettings:
             clip_grad_norm=None if clip is None else float(clip), label_smoothing=float(train["label_smoothing"]),
             partial_bn=bool(train["partial_bn"]), amp=str(train["amp"]), channels_last=bool(train["channels_last"]),
             compile=bool(train["compile"]), val_fraction=float(train["val_fraction"]),
-            num_workers=int(train["num_workers"]), device=str(train["device"]), log_every=int(train["log_every"]),
+            num_workers=int(train["num_workers"]), loader_memory_gb=float(train["loader_memory_gb"]),
+            device=str(train["device"]), log_every=int(train["log_every"]),
             tensorboard=bool(train["tensorboard"]),
             source=tuple((k, _frozen(v)) for k, v in train.items()),
         )

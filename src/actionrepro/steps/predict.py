@@ -111,7 +111,8 @@ def predict(run_dir: Path, videos: list[Path], params: dict, views: tuple[int, i
         data = VideoClipDataset(dataset, 0, "test", model.input_spec, params, mode="test", views=views,
                                 stores=table, **gpu_clips.dataset_options(device))
         _, _, scores = predict_all(model, data, int(params["evaluate"]["batch_size"]), device, progress=False,
-                                   desc="predict", max_clips=int(params["evaluate"]["chunk_clips"]))
+                                   desc="predict", max_clips=int(params["evaluate"]["chunk_clips"]),
+                                   loader_memory_gb=float(params["train"]["loader_memory_gb"]))
     if scores.shape[1] != len(names):
         raise ActionReproError(f"{run_dir}: the model outputs {scores.shape[1]} classes but "
                                f"data/manifests/{dataset}/classes.csv lists {len(names)}; re-run `actionrepro splits "
