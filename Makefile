@@ -14,12 +14,14 @@ LOCK_VENV := .venv-lock
 LOCK_UPGRADE ?=
 CORES ?= all
 DEMO_CONFIG := config/demo.yaml
+# The paper-scale smoke run works in its own folder: the demo's and the real run's files stay untouched.
+SMOKE_DIR := smoke
 # Snakemake runs at most this many GPU jobs at once (each claims a free GPU itself); empty where
 # nvidia-smi is absent or lists none (a CPU machine: the GPU resource is then left unbounded).
 GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 GPU_RESOURCES = $(if $(filter-out 0,$(GPUS)),--resources gpu=$(GPUS))
 
-.PHONY: demo reproduce test install lock lint clean-demo bench dvc-code
+.PHONY: demo smoke reproduce test install lock lint clean-demo clean-smoke bench dvc-code
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +52,17 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/unlock_if_idle.py $(BIN)/snakemake --configfile $(DEMO_CONFIG)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) --configfile $(DEMO_CONFIG)
 
+# Paper scale on six synthetic videos (config/smoke.yaml): every model, its recipe, one epoch, one
+# prune; then every job's peak RSS (Snakemake benchmark files) is checked against 16 GB.
+smoke: $(STAMP)
+	mkdir -p $(SMOKE_DIR)
+	$(BIN)/python tools/smoke_weights.py $(SMOKE_DIR)/weights
+	cd $(SMOKE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/python $(CURDIR)/tools/unlock_if_idle.py \
+		$(CURDIR)/$(BIN)/snakemake -s $(CURDIR)/workflow/Snakefile --configfile $(CURDIR)/config/smoke.yaml
+	cd $(SMOKE_DIR) && PATH="$(CURDIR)/$(BIN):$$PATH" $(CURDIR)/$(BIN)/snakemake -s $(CURDIR)/workflow/Snakefile \
+		--cores $(CORES) --configfile $(CURDIR)/config/smoke.yaml
+	$(BIN)/python tools/smoke_check.py $(SMOKE_DIR) --params config/smoke.yaml --limit-gb 16
+
 reproduce: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/unlock_if_idle.py $(BIN)/snakemake
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES) $(GPU_RESOURCES)
@@ -68,6 +81,9 @@ bench: $(STAMP)
 dvc-code: $(STAMP)
 	$(BIN)/python -c "from pathlib import Path; from actionrepro import dag; from actionrepro.models import model_names; \
 	p = Path('dvc.yaml'); p.write_text(dag.with_dvc_code(p.read_text(), model_names()))"
+
+clean-smoke:
+	rm -rf $(SMOKE_DIR)
 
 clean-demo:
 	rm -rf data/*/synth_ucf101 data/*/synth_hmdb51 runs/synth_* reports/* logs benchmarks .snakemake

@@ -114,6 +114,8 @@ rule weights:
         **dag.rule_params("weights", config, recipes=dag.inits_of(config)),
     log:
         "logs/weights.log",
+    benchmark:
+        "benchmarks/weights.tsv"
     threads: 1
     resources:
         gpu=0,
