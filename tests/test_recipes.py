@@ -62,6 +62,13 @@ def test_the_anchored_recipes_differ_where_their_anchors_do():
     assert len(set(trains.values())) == 4, trains
 
 
+def test_classifier_lr_mult_is_set_where_the_anchor_trains_the_classifier_faster():
+    for model in PAPER["models"]:
+        for dataset in PAPER["datasets"]:
+            mult = config.resolve(PAPER, dataset, model)["train"]["classifier_lr_mult"]
+            assert mult == (5 if model == "tsm" else 1.0), (dataset, model)  # mmaction2 fc_lr5
+
+
 def test_the_demo_resolves_to_itself():
     for model in DEMO["models"]:
         run = config.resolve(DEMO, "synth_ucf101", model)
@@ -72,21 +79,22 @@ def test_the_demo_resolves_to_itself():
 
 
 # ---------------------------------------------------------------- re-run logic
-def _with_tsm_lr(params: dict, lr: float) -> dict:
+def _with_tsm_train(params: dict, **train) -> dict:
     changed = copy.deepcopy(params)
-    changed["recipes"]["tsm"]["train"]["lr"] = lr
+    changed["recipes"]["tsm"]["train"].update(train)
     return changed
 
 
-def test_changing_one_models_recipe_changes_only_that_models_settings():
-    changed = _with_tsm_lr(PAPER, 0.003)
+@pytest.mark.parametrize("key,value", [("lr", 0.003), ("classifier_lr_mult", 10)])
+def test_changing_one_models_recipe_changes_only_that_models_settings(key, value):
+    changed = _with_tsm_train(PAPER, **{key: value})
     for step in ("train", "prune", "evaluate"):
         for model in PAPER["models"]:
             same = provenance.step_settings(step, PAPER, model, "ucf101") == \
                 provenance.step_settings(step, changed, model, "ucf101")
             assert same == (model != "tsm"), (step, model)
     # the recorded settings are the resolved ones
-    assert provenance.step_settings("train", changed, "tsm", "ucf101")["train"]["lr"] == 0.003
+    assert provenance.step_settings("train", changed, "tsm", "ucf101")["train"][key] == value
     # a change in one dataset's part leaves the other dataset's runs alone
     hmdb_only = copy.deepcopy(PAPER)
     hmdb_only["recipes"]["tsn"]["datasets"]["hmdb51"]["train"]["lr"] = 0.5
@@ -101,8 +109,9 @@ def test_changing_one_models_recipe_changes_only_that_models_settings():
         provenance.step_settings("train", reworded, "tsm", "ucf101")
 
 
-def test_snakemake_rule_params_narrow_the_recipe_to_the_jobs_model():
-    changed = _with_tsm_lr(PAPER, 0.003)
+@pytest.mark.parametrize("key,value", [("lr", 0.003), ("classifier_lr_mult", 10)])
+def test_snakemake_rule_params_narrow_the_recipe_to_the_jobs_model(key, value):
+    changed = _with_tsm_train(PAPER, **{key: value})
     for step in ("train", "prune", "evaluate"):
         old = dag.rule_params(step, PAPER, recipes=dag.recipe_of(PAPER))["recipes"]
         new = dag.rule_params(step, changed, recipes=dag.recipe_of(changed))["recipes"]
@@ -128,6 +137,7 @@ def test_recipe_command_prints_the_resolved_settings():
     out = json.loads(done.stdout)
     assert {"init", "train", "evaluate", "prune", "input", "anchor"} <= set(out)
     assert out["init"]["name"] == "kinetics400" and out["train"]["lr"] == 0.0015
+    assert out["train"]["classifier_lr_mult"] == 5 and out["overrides"]["train"]["classifier_lr_mult"] == 5
     assert out["input"]  # the built model's InputSpec
     assert out["anchor"]["repository"] == "open-mmlab/mmaction2"
 

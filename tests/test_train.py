@@ -119,7 +119,8 @@ def kill_after(epoch_to_die: int):
     {"optimizer": "sgd", "nesterov": True, "label_smoothing": 0.1, "schedule": "cosine"},
     {"optimizer": "adamw", "lr": 0.01, "accumulate": 2, "schedule": "step", "step_milestones": [2]},
     {"optimizer": "sgd", "num_workers": 2},  # augmentation noise drawn inside worker processes
-], ids=["sgd-nesterov-smoothing", "adamw-accumulate-step", "workers"])
+    {"optimizer": "sgd", "classifier_lr_mult": 5},  # four param groups in the optimizer state
+], ids=["sgd-nesterov-smoothing", "adamw-accumulate-step", "workers", "classifier-lr-mult"])
 def test_resume_after_kill_ends_with_bit_identical_weights(tmp_path, train_cfg):
     params = demo_params(**train_cfg)
     straight = tmp_path / "straight"
@@ -176,13 +177,15 @@ def test_rerun_of_a_finished_run_trains_nothing(tmp_path):
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
-@pytest.mark.parametrize("change", ["lr", "starting weights"])
+@pytest.mark.parametrize("change", ["lr", "classifier lr", "starting weights"])
 def test_checkpoint_from_other_settings_or_weights_is_not_resumed(tmp_path, caplog, change):
     out = tmp_path / "run"
     with pytest.raises(Killed):
         loop.fit(built(), TinyClips(), None, demo_params(), out, on_epoch_end=kill_after(1), progress=False)
     data = TinyClips()
-    params, model = (demo_params(lr=0.02), built()) if change == "lr" else (demo_params(), built(seed=7))
+    params, model = {"lr": (demo_params(lr=0.02), built()),
+                     "classifier lr": (demo_params(classifier_lr_mult=5), built()),
+                     "starting weights": (demo_params(), built(seed=7))}[change]
     with caplog.at_level(logging.WARNING, logger="actionrepro.engine.loop"):
         loop.fit(model, data, None, params, out, progress=False)
     assert data.epochs_seen == [0, 1, 2, 3]

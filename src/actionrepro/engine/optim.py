@@ -3,6 +3,8 @@
 Weight decay is not applied to normalisation layers and biases when asked (`no_decay_norm_bias`):
 decaying BN scales toward zero fights the normalisation and costs accuracy. Schedules are stepped
 per optimizer step (not per epoch) so the linear warmup is smooth even over one epoch.
+The classifier may train at a multiple of the base lr (`classifier_lr_mult`), as mmaction2's TSM
+recipes do: a fresh head on a pretrained network catches up faster.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from actionrepro.engine.settings import TrainSettings
+from actionrepro.errors import ConfigError
 
 NORM_TYPES = (
     nn.modules.batchnorm._NormBase,  # BatchNorm1d/2d/3d, SyncBatchNorm, InstanceNorm*
@@ -25,33 +28,74 @@ NORM_TYPES = (
 )
 
 
-def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool = True) -> list[dict]:
-    """Split trainable parameters into a decayed group and an undecayed one (norm layers, biases).
+# Every model names its classification layer `fc` (models.layers.classifier; models.checkpoints'
+# "classifier" part); DDP and torch.compile put these prefixes before the names they wrap.
+CLASSIFIER_PREFIX = "fc."
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
-    Frozen parameters (requires_grad=False, e.g. partial BN) are left out of the optimizer.
-    """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    seen: set[int] = set()
-    for module in model.modules():
+
+def is_classifier(name: str) -> bool:
+    """Whether a parameter name belongs to the classifier, also through DDP / torch.compile wrappers."""
+    while name.startswith(WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name.startswith(CLASSIFIER_PREFIX)
+
+
+def named_trainable(model: nn.Module) -> list[tuple[str, nn.Module, nn.Parameter]]:
+    """(full name, owning module, parameter) of each trainable parameter once; frozen ones (partial BN) left out."""
+    found, seen = [], set()
+    for prefix, module in model.named_modules():
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad or id(param) in seen:
-                continue
-            seen.add(id(param))
-            exempt = no_decay_norm_bias and (isinstance(module, NORM_TYPES) or name == "bias")
-            (no_decay if exempt else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, "name": "decay"}]
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
-    return [g for g in groups if g["params"]]
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                found.append((f"{prefix}.{name}" if prefix else name, module, param))
+    return found
+
+
+def param_groups(model: nn.Module, weight_decay: float, no_decay_norm_bias: bool = True,
+                 classifier_lr_mult: float = 1.0) -> list[dict]:
+    """Split trainable parameters into a decayed group and an undecayed one (norm layers, biases);
+    with classifier_lr_mult != 1 the classifier's parameters form their own pair of groups carrying
+    `lr_mult` (make_optimizer turns it into their lr). Frozen parameters are left out of the optimizer.
+    """
+    split = classifier_lr_mult != 1.0
+    buckets = _buckets(model, no_decay_norm_bias, split_classifier=split)
+    if split and not buckets["classifier_decay"] + buckets["classifier_no_decay"]:
+        raise ConfigError(f"train.classifier_lr_mult = {classifier_lr_mult} but the model has no trainable "
+                          f"classifier parameter (named {CLASSIFIER_PREFIX}*); set it to 1 for this model")
+    return [_group(name, params, weight_decay, classifier_lr_mult) for name, params in buckets.items() if params]
+
+
+def _buckets(model: nn.Module, no_decay_norm_bias: bool, *, split_classifier: bool) -> dict[str, list[nn.Parameter]]:
+    """Parameters by group name: decay / no_decay, each with a classifier_ twin when split_classifier."""
+    buckets: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "classifier_decay": [],
+                                              "classifier_no_decay": []}
+    for name, module, param in named_trainable(model):
+        exempt = no_decay_norm_bias and (isinstance(module, NORM_TYPES) or name.rsplit(".", 1)[-1] == "bias")
+        part = "no_decay" if exempt else "decay"
+        buckets[f"classifier_{part}" if split_classifier and is_classifier(name) else part].append(param)
+    return buckets
+
+
+def _group(name: str, params: list[nn.Parameter], weight_decay: float, classifier_lr_mult: float) -> dict:
+    group = {"params": params, "weight_decay": 0.0 if name.endswith("no_decay") else weight_decay, "name": name}
+    if name.startswith("classifier_"):
+        group["lr_mult"] = classifier_lr_mult
+    return group
+
+
+def with_lrs(groups: list[dict], lr: float) -> list[dict]:
+    """Each group's lr: the base lr times its lr_mult (the LambdaLR schedule then scales every group alike)."""
+    return [{**g, "lr": lr * g.get("lr_mult", 1.0)} for g in groups]
 
 
 def make_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: float, momentum: float,
-                   nesterov: bool, no_decay_norm_bias: bool) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov) or AdamW over param_groups(model)."""
-    groups = param_groups(model, float(weight_decay), bool(no_decay_norm_bias))
+                   nesterov: bool, no_decay_norm_bias: bool, classifier_lr_mult: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (momentum, nesterov) or AdamW over param_groups(model), each group at its own lr."""
+    groups = param_groups(model, float(weight_decay), bool(no_decay_norm_bias), float(classifier_lr_mult))
     if not groups:
         raise ValueError("the model has no trainable parameters")
+    groups = with_lrs(groups, lr)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
     if name == "adamw":
@@ -63,14 +107,16 @@ def optimizer_for(model: nn.Module, settings: TrainSettings) -> torch.optim.Opti
     """The optimizer a run's resolved settings ask for."""
     return make_optimizer(model, name=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay,
                           momentum=settings.momentum, nesterov=settings.nesterov,
-                          no_decay_norm_bias=settings.no_decay_norm_bias)
+                          no_decay_norm_bias=settings.no_decay_norm_bias,
+                          classifier_lr_mult=settings.classifier_lr_mult)
 
 
 def build_optimizer(model: nn.Module, train: Mapping, lr: float | None = None) -> torch.optim.Optimizer:
     """From the validated params['train'] (every default filled); `lr` overrides train['lr']."""
     return make_optimizer(model, name=train["optimizer"], lr=float(train["lr"] if lr is None else lr),
                           weight_decay=float(train["weight_decay"]), momentum=float(train["momentum"]),
-                          nesterov=bool(train["nesterov"]), no_decay_norm_bias=bool(train["no_decay_norm_bias"]))
+                          nesterov=bool(train["nesterov"]), no_decay_norm_bias=bool(train["no_decay_norm_bias"]),
+                          classifier_lr_mult=float(train["classifier_lr_mult"]))
 
 
 def lr_factor(schedule: str, total_steps: int, warmup_steps: int, steps_per_epoch: int,

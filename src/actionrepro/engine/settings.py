@@ -37,6 +37,7 @@ class TrainSettings:
     nesterov: bool
     weight_decay: float
     no_decay_norm_bias: bool
+    classifier_lr_mult: float
     schedule: str
     warmup_epochs: float
     step_milestones: tuple[int, ...]
@@ -73,6 +74,7 @@ class TrainSettings:
             batch_size=int(train["batch_size"]), accumulate=int(train["accumulate"]),
             optimizer=str(train["optimizer"]), momentum=float(train["momentum"]), nesterov=bool(train["nesterov"]),
             weight_decay=float(train["weight_decay"]), no_decay_norm_bias=bool(train["no_decay_norm_bias"]),
+            classifier_lr_mult=float(train["classifier_lr_mult"]),
             schedule=str(train["schedule"]), warmup_epochs=float(train["warmup_epochs"]),
             step_milestones=tuple(int(m) for m in train["step_milestones"]), step_gamma=float(train["step_gamma"]),
             clip_grad_norm=None if clip is None else float(clip), label_smoothing=float(train["label_smoothing"]),
