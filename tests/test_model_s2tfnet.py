@@ -172,11 +172,12 @@ def test_invalid_options_are_config_errors_naming_the_key(options, match):
         build_model("s2tfnet", "tiny", 3, options)
 
 
-def test_model_info_says_the_structure_is_from_code_and_the_numbers_are_recalled():
+def test_model_info_says_the_structure_is_from_code_and_the_numbers_from_the_abstract():
     info = model_info("s2tfnet")
     assert info.tag == "code" and "xiaoxiAries/S2TFNet" in info.reference
     assert {(p.dataset, p.top1) for p in info.published} == {("kinetics400", 74.8), ("ucf101", 95.1), ("hmdb51", 80.9)}
-    assert all(p.tag == "recalled" for p in info.published)
+    assert all(p.tag == "abstract" and "doi:10.1016/j.image.2025.117381" in p.source for p in info.published)
+    assert all(p.backbone == "non-local I3D ResNet-50" and p.splits is None for p in info.published)
     assert "unknown" in info.notes and "plain CE" in info.notes
 
 

@@ -144,7 +144,8 @@ def test_registered_builder_receives_scale_classes_and_options(scratch_registry)
 
 def test_provenance_tags_outside_the_four_known_are_rejected():
     with pytest.raises(ValueError, match="provenance tag"):
-        Published("ucf101", 90.0, "rumour", "split 1", "a blog")
+        Published("ucf101", 90.0, "rumour", "split 1", "a blog", init="imagenet", backbone="ResNet-50",
+                  splits="split1", views="1x1")
     with pytest.raises(ValueError, match="provenance tag"):
         ModelInfo("x", "X", "ref", "guess", "protocol")
 

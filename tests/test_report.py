@@ -178,16 +178,18 @@ def test_main_table_with_one_split_prints_a_dash_for_the_std(single_split):
     assert tsn["split 1 (10x3)"] == "80.00"
 
 
-def test_published_numbers_carry_provenance_protocol_and_difference_on_the_same_basis(built):
+def test_published_numbers_carry_provenance_and_protocol_and_the_tiny_demo_is_never_compared(built):
     for text, markdown in ((built["md"], True), (built["html"], False)):
         rows = main_rows(text, markdown)
-        tsn = row(rows, model="tsn", dataset="ucf101")  # mmaction2 zoo, split 1 -> compared with our split 1
+        tsn = row(rows, model="tsn", dataset="ucf101")  # mmaction2 zoo, ImageNet, split 1, 25 frames x 3 crops
         assert tsn["published top-1"] == "83.03" and tsn["provenance"] == "code"
         assert "split 1" in tsn["published protocol"] and "ImageNet" in tsn["published protocol"]
-        assert tsn["ours − published"] == "-3.03 (ours: split 1, 10x3)"
-        r3d = row(rows, model="r3d", dataset="ucf101")  # Hara et al., 3-split mean -> our mean
+        assert "configs/recognition/tsn/README.md" in tsn["source"]
+        assert tsn["ours − published"] == "not compared: backbone tiny-scale ResNet-50 vs ResNet-50; views 10x3 vs 25x3"
+        r3d = row(rows, model="r3d", dataset="ucf101")  # Hara et al.: another network, Kinetics-400, 3-split mean
         assert r3d["published top-1"] == "84.40" and r3d["provenance"] == "recalled"
-        assert r3d["ours − published"] == "+0.60 (ours: mean of n=3, 10x3)"
+        assert r3d["ours − published"] == ("not compared: init none vs kinetics400; backbone tiny-scale R3D-18 "
+                                           "(torchvision) vs 3D-ResNet-18 (shortcut A); views 10x3 vs unknown")
         assert r3d["architecture"] == "R3D-18 (tiny) [code]"  # the fixture runs at scale tiny
 
 
@@ -198,20 +200,8 @@ def test_nothing_published_leaves_the_published_cells_empty(built):
         assert [r[c] for c in ("published top-1", "provenance", "published protocol", "ours − published")] == [""] * 4
 
 
-def test_published_number_without_a_split_protocol_is_shown_but_not_compared():
-    from actionrepro.models.registry import Published
-
-    pub = Published("ucf101", 97.4, "recalled", "a related design, Kinetics-400 init", "a paper")
-    cells = tables._published_cells(pub, {1: 80.0, 2: 70.0}, "10x3")
-    assert (cells["published top-1"], cells["provenance"], cells["source"]) == ("97.40", "recalled", "a paper")
-    assert cells["ours − published"] == tables.NOT_COMPARED
-
-
-def test_published_basis_reads_the_protocol_text():
-    assert tables.published_basis("ImageNet init, split 1, 3 segments") == "split1"
-    assert tables.published_basis("Kinetics-400 init, mean of 3 splits") == "mean"
-    assert tables.published_basis("3-split mean, BN-Inception") == "mean"
-    assert tables.published_basis("Kinetics-400 init") is None
+def test_the_caption_states_the_like_for_like_rule(built):
+    assert "compares like with like only" in built["md"] and "never does" in built["md"]
 
 
 def test_mean_std_uses_the_sample_std_and_names_short_counts():

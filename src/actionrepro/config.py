@@ -219,6 +219,14 @@ def recipe_dataset(recipe: dict, dataset: str) -> str | None:
     return None
 
 
+def recipe_init(recipe: dict, dataset: str) -> str:
+    """The init `recipe` gives `dataset`'s runs: its dataset part's, else its own, else none. Also
+    reads a recipe recorded in a run's provenance, so the report knows what a run started from."""
+    init = recipe.get("init", "none")
+    part = recipe_dataset(recipe, dataset)
+    return (recipe["datasets"][part] or {}).get("init", init) if part else init
+
+
 def _overlay(base: dict, top: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in top.items():
@@ -242,15 +250,13 @@ def resolve(params: dict, dataset: str, model: str) -> dict:
     layers = [recipe] + list((recipe.get("datasets") or {}).values())
     out = copy.deepcopy(params)
     options = dict((out.get("architectures") or {}).get(model) or {})
-    init = "none"
     for layer in layers:
         for block in RECIPE_BLOCKS:
             if layer.get(block):
                 out[block] = _overlay(out[block], layer[block])
         options.update(layer.get("architecture") or {})
-        init = layer.get("init", init)
     out["architectures"] = {**(out.get("architectures") or {}), model: options}
-    out["init"] = init
+    out["init"] = recipe_init(recipe, dataset)
     for block, settings in (out.get("after_recipes") or {}).items():
         out[block] = _overlay(out[block], settings)
     anchor = dict(recipe.get("anchor") or {})

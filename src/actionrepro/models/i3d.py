@@ -38,6 +38,7 @@ I3D_INFO = ModelInfo(
     published=(),
     notes="No published UCF101/HMDB51 number for this exact configuration; S2TF-Net's paper implies "
           "92.1 / 76.3 for its non-local I3D-R50 backbone (Kinetics init).",
+    backbone="I3D ResNet-50",
 )
 
 

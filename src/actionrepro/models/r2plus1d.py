@@ -16,6 +16,7 @@ R2PLUS1D_INFO = ModelInfo(
     protocol="16 contiguous frames, 112x112, torchvision r2plus1d_18",
     published=(),
     notes="No official R(2+1)D-18 number on UCF101/HMDB51.",
+    backbone="R(2+1)D-18 (torchvision)",
 )
 
 

@@ -16,9 +16,20 @@ R3D_INFO = ModelInfo(
     tag="code",
     protocol="16 contiguous frames, 112x112, torchvision r3d_18",
     published=(
-        Published("ucf101", 84.4, "recalled", "Kinetics-400 init, mean of 3 splits", "Hara et al. 2018"),
-        Published("hmdb51", 56.4, "recalled", "Kinetics-400 init, mean of 3 splits", "Hara et al. 2018"),
+        Published("ucf101", 84.4, "recalled",
+                  "Hara et al.'s 3D-ResNet-18 (shortcut A, not torchvision's r3d_18), Kinetics-400 init, "
+                  "mean of 3 splits; test views not recorded here",
+                  "Hara et al., CVPR 2018, results table (recalled: not in the abstract, which gives only "
+                  "ResNeXt-101's numbers, nor in kenshohara/3D-ResNets-PyTorch README.md @ 540a0ea1abae)",
+                  init="kinetics400", backbone="3D-ResNet-18 (shortcut A)", splits="mean3", views=None),
+        Published("hmdb51", 56.4, "recalled",
+                  "Hara et al.'s 3D-ResNet-18 (shortcut A, not torchvision's r3d_18), Kinetics-400 init, "
+                  "mean of 3 splits; test views not recorded here",
+                  "Hara et al., CVPR 2018, results table (recalled: not in the abstract, which gives only "
+                  "ResNeXt-101's numbers, nor in kenshohara/3D-ResNets-PyTorch README.md @ 540a0ea1abae)",
+                  init="kinetics400", backbone="3D-ResNet-18 (shortcut A)", splits="mean3", views=None),
     ),
+    backbone="R3D-18 (torchvision)",
 )
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
-from dataclasses import dataclass
+import re
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
@@ -29,6 +30,12 @@ from actionrepro.inputs import InputSpec
 
 SCALES = ("paper", "tiny")
 TAGS = ("code", "abstract", "recon", "recalled")
+INITS = ("none", "imagenet", "kinetics400")   # what a published number's network started from
+SPLITS = ("split1", "mean3")                  # split 1 alone, or the mean over the three official splits
+# The `backbone` option values of our builders, named as papers name their backbones.
+BACKBONE_NAMES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+                  "resnet101": "ResNet-101", "mobilenet_v2": "MobileNetV2", "tiny": "tiny ResNet",
+                  "i3d_r50_nl": "non-local I3D ResNet-50", "r3d_18": "R3D-18 (torchvision)"}
 
 Builder = Callable[..., nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -51,17 +58,29 @@ class VideoModel(nn.Module):
 
 @dataclass(frozen=True)
 class Published:
-    """One published top-1 accuracy and where it comes from."""
+    """One published top-1 accuracy, where it comes from and what it was measured under: the report
+    puts our number beside it only where init, backbone, splits and test views are all ours too."""
 
     dataset: str                      # ucf101 | hmdb51 | kinetics400 | ...
     top1: float                       # percent
     tag: Literal["code", "abstract", "recon", "recalled"]
-    protocol: str                     # pretraining, splits, views: what the number was measured under
-    source: str                       # paper / model zoo it comes from
+    protocol: str                     # the same facts in words, for readers
+    source: str                       # repository + file (+ commit), or paper, it comes from
+    _: KW_ONLY
+    init: str | None                  # none | imagenet | kinetics400; None: the source does not say
+    backbone: str                     # the network under the number, named like ModelInfo.backbone
+    splits: str | None                # split1 | mean3; None: the source does not say
+    views: str | None                 # test views "CxV" (clips x crops); None: the source does not say
 
     def __post_init__(self):
         if self.tag not in TAGS:
             raise ValueError(f"provenance tag {self.tag!r} is not one of {TAGS}")
+        if self.init is not None and self.init not in INITS:
+            raise ValueError(f"init {self.init!r} is not one of {INITS} (or None: not stated)")
+        if self.splits is not None and self.splits not in SPLITS:
+            raise ValueError(f"splits {self.splits!r} is not one of {SPLITS} (or None: not stated)")
+        if self.views is not None and not re.fullmatch(r"[1-9][0-9]*x[1-9][0-9]*", self.views):
+            raise ValueError(f"views {self.views!r} is not 'CxV' (clips x crops, e.g. 10x3) or None")
 
 
 @dataclass(frozen=True)
@@ -76,11 +95,18 @@ class ModelInfo:
     published: tuple[Published, ...] = ()
     notes: str = ""
     modalities: tuple[str, ...] = ("rgb",)  # ("rgb", "flow") for two-stream models: the DAG schedules flow from this
-
+    backbone: str = ""                # what the builder builds at paper scale with its default options
 
     def __post_init__(self):
         if self.tag not in TAGS:
             raise ValueError(f"provenance tag {self.tag!r} is not one of {TAGS}")
+
+    def built_backbone(self, scale: str, options: dict) -> str:
+        """The backbone a run was built with, named as papers name theirs. A tiny-scale network is
+        never the published one, so its name says so."""
+        chosen = options.get("backbone")
+        name = BACKBONE_NAMES.get(chosen, str(chosen)) if chosen else (self.backbone or "unknown")
+        return name if scale == "paper" else f"{scale}-scale {name}"
 
 
 def register(name: str, info: ModelInfo | None = None) -> Callable[[Builder], Builder]:

@@ -45,24 +45,34 @@ STRIDED_TSFP_CONV = 5  # the 1x3x3 conv that carries the pooling stride
 S2TF_INFO = ModelInfo(
     name=NAME,
     title="S2TF-Net (non-local I3D-R50)",
-    reference="S2TF-Net, Signal Processing: Image Communication 138 (2025), per docs/models.md; structure from the "
-              "authors' code github.com/xiaoxiAries/S2TFNet (its README names the method SaliNet, "
-              "Knowledge-Based Systems 2022)",
+    reference="Liu et al., S2TF-Net, Signal Processing: Image Communication 138 (2025); structure from the "
+              "authors' code github.com/xiaoxiAries/S2TFNet (an earlier version of its README named the method "
+              "SaliNet, Knowledge-Based Systems 2022)",
     tag="code",
     protocol="8 frames at stride 8, 224x224; non-local I3D-R50; SSF on res2-res4, two TSFP modules, "
              "time-as-channels mask on res5, dropout 0.5, FC; test 10 clips x 3 crops",
     published=(
-        Published("kinetics400", 74.8, "recalled", "non-local I3D-R50 backbone, 8x8, 10 clips x 3 crops",
-                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
-        Published("ucf101", 95.1, "recalled", "non-local I3D-R50 backbone, Kinetics-400 init (split protocol not stated)",
-                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
-        Published("hmdb51", 80.9, "recalled", "non-local I3D-R50 backbone, Kinetics-400 init (split protocol not stated)",
-                  "S2TF-Net paper as quoted in docs/models.md (not in the released code; not re-checked)"),
+        Published("kinetics400", 74.8, "abstract",
+                  "non-local I3D-R50 backbone, 8x8; test 10 clips x 3 crops as in the released Kinetics config "
+                  "(xiaoxiAries/S2TFNet models/Nonlocal_I3D_R50.yaml @ 57139c27916d); init not stated",
+                  "Liu et al., S2TF-Net, Signal Processing: Image Communication 138 (2025) 117381, doi:10.1016/j.image.2025.117381, abstract",
+                  init=None, backbone="non-local I3D ResNet-50", splits=None, views="10x3"),
+        Published("ucf101", 95.1, "abstract",
+                  "non-local I3D-R50 backbone, Kinetics-400 init (our reading; the abstract does not say); "
+                  "split protocol and test views not stated",
+                  "Liu et al., S2TF-Net, Signal Processing: Image Communication 138 (2025) 117381, doi:10.1016/j.image.2025.117381, abstract",
+                  init="kinetics400", backbone="non-local I3D ResNet-50", splits=None, views=None),
+        Published("hmdb51", 80.9, "abstract",
+                  "non-local I3D-R50 backbone, Kinetics-400 init (our reading; the abstract does not say); "
+                  "split protocol and test views not stated",
+                  "Liu et al., S2TF-Net, Signal Processing: Image Communication 138 (2025) 117381, doi:10.1016/j.image.2025.117381, abstract",
+                  init="kinetics400", backbone="non-local I3D ResNet-50", splits=None, views=None),
     ),
     notes="Which loss variant (CE, CE + L1 on the mask, CE + L1 + TSFP MSE terms) gave the published numbers "
           "is unknown; the released config trains with plain CE, our default. The gains quoted (+4.1 / +3.0 / "
           "+4.6 over the plain backbone) put the backbone at 70.7 / 92.1 / 76.3. The r3d_18 backbone and the "
           "tiny configuration are our reconstruction.",
+    backbone="non-local I3D ResNet-50",
 )
 
 

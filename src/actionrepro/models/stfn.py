@@ -36,18 +36,21 @@ STFN_INFO = ModelInfo(
              "224x224; ResNet-50 appearance and motion backbones, D'=512, 2 Residual Inception blocks per "
              "stream, multiplicative fusion A + A*M before each appearance block, avg+max temporal pooling",
     published=(
-        Published("ucf101", 94.1, "recalled",
-                  "NOT STFN's own number: its nearest published relative (TS-LSTM / Temporal-Inception "
-                  "two-stream); split protocol not verified",
-                  "Ma et al., TS-LSTM and Temporal-Inception, 2017 (recalled, not verified)"),
-        Published("hmdb51", 69.0, "recalled",
-                  "NOT STFN's own number: its nearest published relative (TS-LSTM / Temporal-Inception "
-                  "two-stream); split protocol not verified",
-                  "Ma et al., TS-LSTM and Temporal-Inception, 2017 (recalled, not verified)"),
+        Published("ucf101", 94.1, "abstract",
+                  "NOT STFN's own number: its nearest published relative (TS-LSTM / Temporal-Inception, "
+                  "two-stream ResNet-101); init, split protocol and test views not stated in the abstract",
+                  "Ma et al., TS-LSTM and Temporal-Inception, arXiv 1703.10667 (2017), abstract",
+                  init=None, backbone="ResNet-101", splits=None, views=None),
+        Published("hmdb51", 69.0, "abstract",
+                  "NOT STFN's own number: its nearest published relative (TS-LSTM / Temporal-Inception, "
+                  "two-stream ResNet-101); init, split protocol and test views not stated in the abstract",
+                  "Ma et al., TS-LSTM and Temporal-Inception, arXiv 1703.10667 (2017), abstract",
+                  init=None, backbone="ResNet-101", splits=None, views=None),
     ),
     notes="Only the abstract is public: block layout, widths, fusion placement and head are our "
           "reconstruction. The published numbers belong to a related model, not to this network.",
     modalities=("rgb", "flow"),
+    backbone="ResNet-50",
 )
 
 

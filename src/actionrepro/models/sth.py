@@ -45,6 +45,7 @@ STH_INFO = ModelInfo(
     published=(),
     notes="The abstract reports Something-Something V1/V2, Jester and HMDB-51 results but no number is "
           "available here, and there is none on UCF101; no published accuracy is claimed.",
+    backbone="ResNet-50",
 )
 
 

@@ -34,15 +34,20 @@ STPN_INFO = ModelInfo(
     protocol="1 RGB frame + K=3 stacks of 10 TV-L1 flow frames (20 channels) spread over the video, 224x224; "
              "ResNet-50 spatial and (shared over the K stacks) temporal streams; STCB pyramid d=1024/2048/4096",
     published=(
-        Published("ucf101", 94.6, "recalled", "3-split mean, BN-Inception backbone, ImageNet init",
-                  "Wang et al., CVPR 2017 (recalled, not verified)"),
-        Published("hmdb51", 68.9, "recalled", "3-split mean, BN-Inception backbone, ImageNet init",
-                  "Wang et al., CVPR 2017 (recalled, not verified)"),
+        Published("ucf101", 94.6, "recalled", "3-split mean, BN-Inception backbone, ImageNet init; test views "
+                  "not recorded here",
+                  "Wang et al., CVPR 2017 (recalled, not verified: the abstract states no number)",
+                  init="imagenet", backbone="BN-Inception", splits="mean3", views=None),
+        Published("hmdb51", 68.9, "recalled", "3-split mean, BN-Inception backbone, ImageNet init; test views "
+                  "not recorded here",
+                  "Wang et al., CVPR 2017 (recalled, not verified: the abstract states no number)",
+                  init="imagenet", backbone="BN-Inception", splits="mean3", views=None),
     ),
     notes="Structure confirmed by third-party notes, sizes from a re-implementation; the paper's backbone was "
           "BN-Inception, ours is a torchvision ResNet (ResNet-50 at paper scale), so the published numbers "
           "are not for this exact network. The STCB uses one fixed hash/sign per input.",
     modalities=("rgb", "flow"),
+    backbone="ResNet-50",
 )
 
 

@@ -22,11 +22,20 @@ TSM_INFO = ModelInfo(
     tag="code",
     protocol="T=8 segments x 1 RGB frame, 224x224, residual shift of 1/8 channels each way in every block",
     published=(
-        Published("ucf101", 94.50, "code", "Kinetics-400 init, split 1, 8 segments (tsm_k400_pretrained_r50_1x1x8_25e_ucf101_rgb)",
-                  "mmaction2 0.x model zoo, configs/recognition/tsm/README.md"),
-        Published("hmdb51", 72.68, "code", "Kinetics-400 init, split 1, 8 segments (tsm_k400_pretrained_r50_1x1x8_25e_hmdb51_rgb)",
-                  "mmaction2 0.x model zoo, configs/recognition/tsm/README.md"),
+        Published("ucf101", 94.50, "code",
+                  "Kinetics-400 TSM init, split 1, 8 segments; test 8 segments x centre crop "
+                  "(tsm_k400_pretrained_r50_1x1x8_25e_ucf101_rgb)",
+                  "open-mmlab/mmaction2 configs/recognition/tsm/README.md @ 8eb44f7dd08e (0.x model zoo row and its "
+                  "config tsm_k400_pretrained_r50_1x1x8_25e_ucf101_rgb.py)",
+                  init="kinetics400", backbone="ResNet-50", splits="split1", views="1x1"),
+        Published("hmdb51", 72.68, "code",
+                  "Kinetics-400 TSM init, split 1, 8 segments; test 8 segments x centre crop "
+                  "(tsm_k400_pretrained_r50_1x1x8_25e_hmdb51_rgb)",
+                  "open-mmlab/mmaction2 configs/recognition/tsm/README.md @ 8eb44f7dd08e (0.x model zoo row); config "
+                  "tsm_k400_pretrained_r50_1x1x8_25e_hmdb51_rgb.py @ 28ac80cb1a96",
+                  init="kinetics400", backbone="ResNet-50", splits="split1", views="1x1"),
     ),
+    backbone="ResNet-50",
 )
 
 

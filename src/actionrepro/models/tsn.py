@@ -25,11 +25,25 @@ TSN_INFO = ModelInfo(
     tag="code",
     protocol="T=8 segments x 1 RGB frame, 224x224, ResNet-50 per frame, dropout 0.5, FC, average consensus",
     published=(
-        Published("ucf101", 83.03, "code", "ImageNet init, split 1, 3 segments (tsn_r50_1x1x3_75e_ucf101_rgb)",
-                  "mmaction2 model zoo, configs/recognition/tsn/README.md"),
-        Published("hmdb51", 48.95, "recalled", "ImageNet init, split 1", "mmaction2 model zoo (not re-checked)"),
-        Published("hmdb51", 56.08, "recalled", "Kinetics-400 init, split 1", "mmaction2 model zoo (not re-checked)"),
+        Published("ucf101", 83.03, "code",
+                  "ImageNet init, split 1, 3 segments; test 25 frames x 3 crops (tsn_r50_1x1x3_75e_ucf101_rgb)",
+                  "open-mmlab/mmaction2 configs/recognition/tsn/README.md @ 8d8014526a42 (model zoo row and its "
+                  "config tsn_r50_1x1x3_75e_ucf101_rgb.py)",
+                  init="imagenet", backbone="ResNet-50", splits="split1", views="25x3"),
+        Published("hmdb51", 48.95, "code",
+                  "ImageNet init, split 1, 8 segments; test 8 segments x centre crop "
+                  "(tsn_r50_1x1x8_50e_hmdb51_imagenet_rgb)",
+                  "open-mmlab/mmaction2 configs/recognition/tsn/README.md @ 8d8014526a42 (model zoo row); config "
+                  "tsn_r50_1x1x8_50e_hmdb51_imagenet_rgb.py @ ef5ab3c4757c",
+                  init="imagenet", backbone="ResNet-50", splits="split1", views="1x1"),
+        Published("hmdb51", 56.08, "code",
+                  "Kinetics-400 init, split 1, 8 segments; test 8 segments x centre crop "
+                  "(tsn_r50_1x1x8_50e_hmdb51_kinetics400_rgb)",
+                  "open-mmlab/mmaction2 configs/recognition/tsn/README.md @ 8eb44f7dd08e (model zoo row and its "
+                  "config tsn_r50_1x1x8_50e_hmdb51_kinetics400_rgb.py)",
+                  init="kinetics400", backbone="ResNet-50", splits="split1", views="1x1"),
     ),
+    backbone="ResNet-50",
 )
 
 

@@ -40,12 +40,19 @@ USTN_INFO = ModelInfo(
              "shift in every block of res3-res5, dropout 0.5, FC, average consensus",
     published=(
         Published("ucf101", 97.4, "recalled",
-                  "TDN-R50 (the design this reconstruction follows, not USTN itself), Kinetics-400 init",
-                  "Wang et al., TDN, CVPR 2021, as quoted in docs/models.md (not re-checked)"),
-        Published("kinetics400", 76.6, "recalled", "TDN-R50 (not USTN), 8 segments, Kinetics-400 val",
-                  "Wang et al., TDN, CVPR 2021, as quoted in docs/models.md (not re-checked)"),
+                  "TDN-R50 (the design this reconstruction follows, not USTN itself), Kinetics-400 init; "
+                  "split protocol and test views not recorded here",
+                  "Wang et al., TDN, CVPR 2021, results table (recalled: not in the abstract nor in MCG-NJU/TDN "
+                  "README.md @ eaf2970a88b1, which lists Kinetics and Something-Something models only)",
+                  init="kinetics400", backbone="ResNet-50", splits=None, views=None),
+        Published("kinetics400", 76.6, "code",
+                  "TDN-R50 (not USTN), 8 frames, ImageNet init (the code's default pretrain), Kinetics-400 val, "
+                  "10 clips x 3 crops",
+                  "MCG-NJU/TDN README.md @ eaf2970a88b1 (Kinetics400 model zoo row TDN-ResNet50 8x3x10)",
+                  init="imagenet", backbone="ResNet-50", splits=None, views="10x3"),
     ),
     notes="USTN's paper publishes no code and no numbers here; the listed numbers are TDN-R50's.",
+    backbone="ResNet-50",
 )
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from actionrepro import paths, provenance, runs
+from actionrepro import config, paths, provenance, runs
 from actionrepro.reporting import freshness, stats
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,17 @@ def _batch1_latency(costs: dict) -> float:
     latency = costs.get("latency_ms") or {}
     entry = latency.get("batch_1") or (next(iter(latency.values())) if latency else {})
     return _number(entry.get("median_ms")) if isinstance(entry, dict) else math.nan
+
+
+def run_init(dataset: str, split: int, model: str, model_record: dict) -> str:
+    """The weights a run started from. The recipe's init is loaded at build time and not written to
+    model.json, so it is read from the train step's provenance (a pruned run starts from its dense
+    parent); without one, the architecture's own `pretrained` option says it."""
+    dense = runs.run_dir(dataset, split, model, runs.DENSE)
+    settings = provenance.read_file(dense / provenance.STEP_FILE.format("train")).get("settings") or {}
+    recipe = (settings.get("recipes") or {}).get(model) or {}
+    init = config.recipe_init(recipe, dataset)
+    return init if init != "none" else _pretrained(model_record, model)
 
 
 def _pretrained(model_record: dict, model: str) -> str:
@@ -254,7 +265,7 @@ def read_run(dataset: str, split: int, model: str, variant: str) -> list[dict]:
         "latency_device_name": str(costs.get("device_name", "")),
         "train_seconds": _number(metrics.get("wall_time_s")), "epochs": _number(metrics.get("epochs")),
         "selected_epoch": _number(metrics.get("selected_epoch")), "train_device": str(metrics.get("device", "")),
-        "pretrained": _pretrained(record, model), "seed": _number(metrics.get("seed")),
+        "pretrained": run_init(dataset, split, model, record), "seed": _number(metrics.get("seed")),
         "run_dir": run.as_posix(),
     }
     rows = []

@@ -117,9 +117,13 @@ def main_caption(params: dict) -> str:
             f"run (n; '—' when n=1), for the fast 1x1 and the paper {tables.paper_views(params)} view protocol. "
             "Published numbers come from the model registry with their provenance (code: the authors' released "
             "code or model zoo; abstract; reconstruction; recalled: quoted from memory, not re-checked) and the "
-            "protocol they were measured under; 'ours − published' compares with our number on the same basis "
-            "(split 1 or the mean over splits) at the paper view protocol. Empty: nothing published. "
-            "'init' is our initialisation (pretrained option).")
+            "protocol they were measured under. 'ours − published' compares like with like only: our runs "
+            "must match the published number's init, backbone (a tiny-scale network never does), split "
+            "protocol (split 1, or the mean of all three splits) and test views (clips x crops; ours at that "
+            "protocol if we evaluated it, else at the paper protocol); otherwise the cell says 'not compared' "
+            "and names every difference, a fact the source does not state counting as one. Empty: nothing "
+            "published, or no run yet. 'init' is what our runs started from (the recipe's init, else the "
+            "pretrained option).")
 
 
 def _duration(seconds: float) -> str:

@@ -3,7 +3,9 @@
 Numbers come from the results frame (collect.collect_results, accuracies in percent). Split
 statistics: mean and *sample* standard deviation (ddof=1) over the splits found, with n shown;
 "—" stands for the std of a single split. Published numbers come only from the model registry,
-each with its provenance and protocol; where the registry has none, the cells stay empty.
+each with its provenance and protocol; where the registry has none, the cells stay empty. Ours is
+put beside a published number ("ours − published") only like with like: the same init, backbone,
+split protocol and test views; otherwise the cell names every difference.
 
 Significance (stats.py): pruned against dense, and on the synthetic datasets every model against
 tsn, are compared with the exact paired McNemar test on the per-video outcomes of the same test
@@ -17,18 +19,20 @@ per-video files are missing, leaves the row untested rather than tested on fewer
 from __future__ import annotations
 
 import math
-import re
 import statistics
+from dataclasses import dataclass
 
 import pandas as pd
 
-from actionrepro import runs
+from actionrepro import config, runs
 from actionrepro.reporting import collect, stats
 from actionrepro.reporting.collect import FAST_VIEWS
 
 DASH = "—"
 MISSING = "missing"
-NOT_COMPARED = "not compared: the published protocol names neither split 1 nor a split mean"
+NOT_COMPARED = "not compared"  # followed by ": " and every difference between the two protocols
+UNKNOWN = "unknown"           # a published fact its source does not state
+INIT_ALIASES = {"kinetics": "kinetics400"}  # the video ResNets' `pretrained` option name of the same weights
 PROVENANCE = {"code": "code", "abstract": "abstract", "recon": "reconstruction", "recalled": "recalled"}
 CHANCE_PAIR = 50.0  # a two-way decision between a class and its time-reversed twin (percent)
 NOT_SIGNIFICANT = "n.s."  # appended to a Δ whose paired test gives p >= stats.ALPHA
@@ -84,16 +88,6 @@ def view_protocols(params: dict, results: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys([FAST_VIEWS, paper_views(params), *found]))
 
 
-def published_basis(protocol: str) -> str | None:
-    """Which of our numbers a published one compares with: 'split1' or 'mean' (over splits)."""
-    text = protocol.lower()
-    if re.search(r"\b(3|three)[- ]splits?\b|\bmean of (3|three)\b|\bsplits? 1[-–]3\b", text):
-        return "mean"
-    if re.search(r"\bsplit ?1\b", text):
-        return "split1"
-    return None
-
-
 def _select(results: pd.DataFrame, **where) -> pd.DataFrame:
     mask = pd.Series(True, index=results.index)
     for key, value in where.items():
@@ -118,7 +112,6 @@ def main_table(results: pd.DataFrame, params: dict, infos: dict) -> pd.DataFrame
     published number beside ours (one row per published number; a row without one if none)."""
     splits = list(params["splits"])
     views = view_protocols(params, results)
-    paper = paper_views(params)
     dense = _select(results, variant="dense")
     rows = []
     for model in params["models"]:
@@ -130,10 +123,8 @@ def main_table(results: pd.DataFrame, params: dict, infos: dict) -> pd.DataFrame
                                    else "(not in the registry)",
                    "dataset": ds,
                    "init": ", ".join(sorted(set(mine["pretrained"].astype(str)))) if len(mine) else ""}
-            by_views = {}
             for v in views:
                 by_split = _top1_by_split(_select(mine, views=v))
-                by_views[v] = by_split
                 if 1 in splits:
                     row[f"split 1 ({v})"] = fmt(by_split[1]) if 1 in by_split else MISSING
                 row[f"mean ± std ({v})"] = mean_std(list(by_split.values()), len(splits)) or MISSING
@@ -141,26 +132,72 @@ def main_table(results: pd.DataFrame, params: dict, infos: dict) -> pd.DataFrame
             row["params (M)"] = fmt_sig(first["params"] / 1e6) if first is not None else ""
             row["GFLOPs"] = fmt_sig(first["gflops"]) if first is not None else ""
             published = [p for p in (info.published if info else ()) if p.dataset == ds]
+            ours = our_side(mine, params, info, ds, model) if published else None
             for pub in published or [None]:
-                rows.append({**row, **_published_cells(pub, by_views.get(paper, {}), paper)})
+                rows.append({**row, **_published_cells(pub, ours)})
     return pd.DataFrame(rows)
 
 
-def _published_cells(pub, ours: dict[int, float], paper: str) -> dict:
+@dataclass(frozen=True)
+class OurSide:
+    """What our dense runs of one model on one dataset were measured under, for the published comparison."""
+
+    init: str                              # the init the runs started from ("a, b" if they differ)
+    backbone: str                          # the backbone built at the runs' scale (ModelInfo.built_backbone)
+    paper: str                             # our paper view protocol, compared when none matches the published
+    top1: dict[str, dict[int, float]]      # view protocol -> split -> top-1 (percent)
+
+
+def our_side(mine: pd.DataFrame, params: dict, info, dataset: str, model: str) -> OurSide:
+    """Our side of the comparison from the runs' rows (init, views, top-1) and the resolved params
+    (the architecture options the runs were built with at params' scale: a stale run gets no row)."""
+    options = config.resolve(params, dataset, model)["architectures"][model]
+    paper = sorted(set(mine.loc[mine["protocol"] == "paper", "views"])) if len(mine) else []
+    inits = sorted({INIT_ALIASES.get(str(i), str(i)) for i in mine["pretrained"]}) if len(mine) else []
+    return OurSide(init=", ".join(inits), backbone=info.built_backbone(params["scale"], options),
+                   paper=paper[0] if len(paper) == 1 else paper_views(params),
+                   top1={v: _top1_by_split(_select(mine, views=v)) for v in sorted(set(mine["views"]))})
+
+
+def _splits_match(published: str | None, found: list[int]) -> bool:
+    """Whether our splits give the published basis: split 1 itself, or all three for a mean."""
+    return (published == "split1" and 1 in found) or (published == "mean3" and {1, 2, 3} <= set(found))
+
+
+def differences(pub, ours: OurSide) -> tuple[str, list[str]]:
+    """(the view protocol of ours to compare, every way our runs differ from what `pub` was measured
+    under): init, backbone, split protocol, test views. A fact the source does not state differs."""
+    views = pub.views if pub.views in ours.top1 else ours.paper
+    found = sorted(ours.top1.get(views, {}))
+    out = []
+    if ours.init != pub.init:
+        out.append(f"init {ours.init} vs {pub.init or UNKNOWN}")
+    if ours.backbone != pub.backbone:
+        out.append(f"backbone {ours.backbone} vs {pub.backbone}")
+    if not _splits_match(pub.splits, found):
+        out.append(f"splits {', '.join(map(str, found)) or 'none'} vs {pub.splits or UNKNOWN}")
+    if views != pub.views:
+        out.append(f"views {views} vs {pub.views or UNKNOWN}")
+    return views, out
+
+
+def _published_cells(pub, ours: OurSide | None) -> dict:
     cells = {"published top-1": "", "provenance": "", "published protocol": "", "source": "",
              "ours − published": ""}
     if pub is None:
         return cells
     cells.update({"published top-1": f"{pub.top1:.2f}", "provenance": PROVENANCE[pub.tag],
                   "published protocol": pub.protocol, "source": pub.source})
-    basis = published_basis(pub.protocol)
-    if basis == "split1" and 1 in ours:
-        cells["ours − published"] = f"{ours[1] - pub.top1:+.2f} (ours: split 1, {paper})"
-    elif basis == "mean" and ours:
-        mean = statistics.fmean(ours.values())
-        cells["ours − published"] = f"{mean - pub.top1:+.2f} (ours: mean of n={len(ours)}, {paper})"
-    elif basis is None:
-        cells["ours − published"] = NOT_COMPARED
+    if ours is None or not any(ours.top1.values()):
+        return cells  # no run of ours yet: the row's own cells say "missing"
+    views, unlike = differences(pub, ours)
+    if unlike:
+        cells["ours − published"] = f"{NOT_COMPARED}: " + "; ".join(unlike)
+    elif pub.splits == "split1":
+        cells["ours − published"] = f"{ours.top1[views][1] - pub.top1:+.2f} (ours: split 1, {views})"
+    else:
+        mean = statistics.fmean(ours.top1[views][k] for k in (1, 2, 3))
+        cells["ours − published"] = f"{mean - pub.top1:+.2f} (ours: mean of n=3, {views})"
     return cells
 
 
