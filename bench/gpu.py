@@ -3,8 +3,9 @@ with host workers and with the GPU decode path, TV-L1 flow pairs/s.
 
 Not a test: prints a table and, last, one JSON line. On a GPU (the default, `--device cuda`):
 
-  models   every registered model at paper scale (params.yaml `models`, its `architectures` options, 101
-           classes), random inputs of its InputSpec at train.batch_size (halved on out-of-memory),
+  models   every registered model at paper scale (params.yaml `models`, each with its UCF101 recipe: input
+           options, batch size, optimizer; 101 classes), random inputs of its InputSpec at the recipe's
+           train.batch_size (halved on out-of-memory),
            one whole training step (actionrepro.engine.step.train_step: forward, loss + auxiliary
            loss, backward, gradient clipping, SGD step, per-step LR schedule) with the params.yaml
            train settings: bf16 autocast, channels_last weights; eager, then torch.compile where the
@@ -79,16 +80,19 @@ def bench_model(name: str, args, params: dict, device, deadline: float, compile_
     import torch
     from torch import nn
 
-    from actionrepro import profile
+    from actionrepro import config, profile
     from actionrepro.engine import optim
     from actionrepro.engine import step as engine_step
     from actionrepro.models.registry import build_model
 
+    params = config.resolve(params, "ucf101", name)  # the model's recipe: its input options, batch, optimizer
     cfg = params["train"]
     cuda = device.type == "cuda"
     amp = torch.bfloat16 if args.amp == "bf16" else None
     torch.manual_seed(0)
-    model = build_model(name, args.scale, args.classes, params.get("architectures", {}).get(name, {})).to(device)
+    # the recipes' input options (segments, size) are paper-scale ones; --quick runs tiny models
+    options = params["architectures"][name] if args.scale == "paper" else {}
+    model = build_model(name, args.scale, args.classes, options).to(device)
     spec = model.input_spec
     flops = profile.count_flops(model, profile.example_inputs(spec, 1, device))
     channels_last = cuda and bool(cfg.get("channels_last", True))

@@ -177,7 +177,7 @@ def test_a_named_init_is_read_from_data_weights_and_never_downloaded(tmp_path, m
 def test_needed_lists_each_file_once_for_every_run_that_uses_it():
     need = weights.needed(PAPER)
     assert set(need["resnet50-0676ba61.pth"]) >= {"ucf101/tsn", "hmdb51/sth"}
-    assert "tsm_r50_1x1x8_50e_kinetics400_rgb_20200607-af7fb746.pth" in need
+    assert "tsm_r50_256p_1x1x8_50e_kinetics400_rgb_20200726-020785e2.pth" in need
     assert weights.needed(DEMO) == {}
 
 

@@ -65,10 +65,10 @@ SOURCES: dict[str, WeightSource] = {s.name: s for s in (
                  "torchvision R3D_18_Weights.KINETICS400_V1 (torchvision/models/video/resnet.py)"),
     WeightSource("r2plus1d_18-91a641e6.pth", (TV + "r2plus1d_18-91a641e6.pth",),
                  "torchvision R2Plus1D_18_Weights.KINETICS400_V1 (torchvision/models/video/resnet.py)"),
-    WeightSource("tsm_r50_1x1x8_50e_kinetics400_rgb_20200607-af7fb746.pth",
-                 (MM + "tsm/tsm_r50_1x1x8_50e_kinetics400_rgb/tsm_r50_1x1x8_50e_kinetics400_rgb_20200607-af7fb746.pth",),
-                 "mmaction2 model zoo, configs/recognition/tsm/README.md (the K400 TSM-R50 its UCF101/HMDB51 "
-                 "configs fine-tune from)"),
+    WeightSource("tsm_r50_256p_1x1x8_50e_kinetics400_rgb_20200726-020785e2.pth",
+                 (MM + "tsm/tsm_r50_256p_1x1x8_50e_kinetics400_rgb/tsm_r50_256p_1x1x8_50e_kinetics400_rgb_20200726-020785e2.pth",),
+                 "mmaction2 model zoo, configs/recognition/tsm/README.md: the K400 TSM-R50 (short side 256) whose URL the "
+                 "UCF101/HMDB51 configs name in load_from (tsm_k400_pretrained_r50_1x1x8_25e_*_rgb.py)"),
     WeightSource("i3d_r50_32x2x1_100e_kinetics400_rgb_20200614-c25ef9a4.pth",
                  (MM + "i3d/i3d_r50_32x2x1_100e_kinetics400_rgb/i3d_r50_32x2x1_100e_kinetics400_rgb_20200614-c25ef9a4.pth",),
                  "mmaction2 model zoo, configs/recognition/i3d/README.md"),
@@ -89,7 +89,7 @@ INITS: dict[tuple[str, str], tuple[str, str, tuple[str, ...]]] = {
        for m in ("tsn", "tsm", "i3d", "ustn", "sth", "stpn", "stfn")},
     ("r3d", "kinetics400"): ("r3d_18-b3b3357e.pth", "option", ()),
     ("r2plus1d", "kinetics400"): ("r2plus1d_18-91a641e6.pth", "option", ()),
-    ("tsm", "kinetics400"): ("tsm_r50_1x1x8_50e_kinetics400_rgb_20200607-af7fb746.pth", "checkpoint",
+    ("tsm", "kinetics400"): ("tsm_r50_256p_1x1x8_50e_kinetics400_rgb_20200726-020785e2.pth", "checkpoint",
                              ("classifier",)),
     ("i3d", "kinetics400"): ("i3d_r50_32x2x1_100e_kinetics400_rgb_20200614-c25ef9a4.pth", "checkpoint",
                              ("classifier",)),
