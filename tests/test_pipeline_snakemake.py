@@ -49,6 +49,8 @@ PERTURBATIONS = {
     "evaluate.latency_repeats": 2,
     "train.batch_size": 4,
     "train.num_workers": 1,
+    "train.loader_memory_gb": 4,
+    "after_recipes": {"evaluate": {"batch_size": 4}},
 }
 NOT_PERTURBED = {
     "recipes": "narrowed per job to one model's recipe (and the weights job to the inits), so a change re-runs "
