@@ -172,14 +172,12 @@ def build_parts(core: nn.Module, settings: TrainSettings, ctx: distributed.Conte
 
 # ---------------------------------------------------------------- data
 def _epoch_loader(train_set: Dataset, sampler: DistributedSampler, batches: Batches, *, settings: TrainSettings,
-                  ctx: distributed.Context, epoch: int) -> DataLoader:
+                  plan: inflight.LoaderPlan, ctx: distributed.Context, epoch: int) -> DataLoader:
     """A fresh loader per epoch: its generator (worker base seeds) derives from (seed, epoch, rank),
     so nothing about data order or augmentation depends on the global RNG or on restarts."""
     sampler.set_epoch(epoch)
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
-    plan = inflight.plan_for(train_set, batches.per_rank, settings.num_workers, settings.loader_memory_gb,
-                             "training loader")
     return DataLoader(
         train_set, batch_size=batches.per_rank, sampler=sampler, **plan.kwargs(),
         pin_memory=ctx.device.type == "cuda", drop_last=False, collate_fn=gpu_clips.collate_for(train_set),
@@ -430,6 +428,8 @@ def _fit(model, train_set, val_set, settings: TrainSettings, out_dir: Path, *, i
     per_rank = settings.batch_size // ctx.world_size
     batches = Batches(per_rank, math.ceil(len(sampler) / per_rank), settings.accumulate)
     parts = build_parts(core, settings, ctx, steps_per_epoch=math.ceil(batches.per_epoch / batches.accumulate))
+    train_plan = inflight.plan_for(train_set, per_rank, settings.num_workers, settings.loader_memory_gb,
+                                   "training loader")  # sized once: an item's bytes do not change by epoch
     val_loader = validation_loader(val_set, per_rank, num_workers=settings.num_workers,
                                    memory_gb=settings.loader_memory_gb, ctx=ctx)
     monitor = _open_monitor(settings, batches, ctx=ctx, progress=progress,
@@ -439,7 +439,8 @@ def _fit(model, train_set, val_set, settings: TrainSettings, out_dir: Path, *, i
         if state is not None:
             log.info("resuming %s from epoch %d/%d", out_dir, run.epoch, settings.epochs)
         for epoch in range(run.epoch, settings.epochs):
-            loader = _epoch_loader(train_set, sampler, batches, settings=settings, ctx=ctx, epoch=epoch)
+            loader = _epoch_loader(train_set, sampler, batches, settings=settings, plan=train_plan, ctx=ctx,
+                                   epoch=epoch)
             row = run_epoch(parts, loader, val_loader, batches, epoch=epoch, ctx=ctx,
                             clip_grad_norm=settings.clip_grad_norm, monitor=monitor)
             record_epoch(run, row, parts, ctx=ctx, with_val=val_loader is not None)
